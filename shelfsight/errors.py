@@ -1,0 +1,39 @@
+"""Exceptions for user mistakes and bad input.
+
+Every error a user can cause is a `ShelfsightError`; the CLI prints its message on one
+line and exits non-zero. Anything else escaping is a bug and keeps its traceback.
+"""
+
+
+class ShelfsightError(Exception):
+    """Base class: a user mistake or bad input, reported as one line."""
+
+    exit_code = 2
+
+
+class ConfigError(ShelfsightError):
+    """An option value is out of range or options contradict each other."""
+
+
+class DatasetError(ShelfsightError):
+    """A dataset cannot be read: unknown layout, empty class, unknown label."""
+
+
+class BundleError(ShelfsightError):
+    """A bundle is missing, incomplete, tampered with or of an unsupported version."""
+
+
+class IndexMismatchError(BundleError):
+    """A search index does not belong to the model or catalog it is loaded with."""
+
+
+class ModelError(ShelfsightError):
+    """A model file cannot be built, loaded or converted."""
+
+
+class SourceError(ShelfsightError):
+    """A frame source cannot be opened."""
+
+
+class RuntimeUnavailableError(ShelfsightError):
+    """No TFLite interpreter, delegate or optional backend is installed."""
