@@ -1,0 +1,59 @@
+"""Post-processing as plain functions over numpy arrays, and the records they return."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class and its score."""
+
+    label: str
+    score: float
+    index: int
+
+
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 5, threshold: float = 0.0) -> tuple[Prediction, ...]:
+    """The k best classes of one score vector, best first, those below ``threshold`` dropped.
+
+    Ties keep the lower class index first (stable order).
+    """
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} labels")
+    k = max(0, min(k, len(scores)))
+    order = np.argsort(-scores, kind="stable")[:k]
+    return tuple(Prediction(labels[i], float(scores[i]), int(i)) for i in order if scores[i] >= threshold)
+
+
+def l2_normalize(v: np.ndarray, axis: int = -1) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    n = np.linalg.norm(v, axis=axis, keepdims=True)
+    return v / np.maximum(n, 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of vectors a (..., D) and b (..., D)."""
+    return np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What one frame showed.
+
+    ``label`` is None when the best score is under the bundle's unknown threshold.
+    """
+
+    label: str | None
+    score: float
+    predictions: tuple[Prediction, ...]
+    matches: tuple[Any, ...]  # search.Match records
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": round(self.score, 5),
+                "top_k": [{"label": p.label, "score": round(p.score, 5)} for p in self.predictions],
+                "similar": [asdict(m) for m in self.matches], "latency_ms": round(self.latency_ms, 3)}
