@@ -16,6 +16,9 @@ from .errors import ShelfsightError
 
 # name -> "module:attribute" of a click command. Add a line when a command works.
 COMMANDS: dict[str, str] = {
+    "train": "shelfsight.training.cli:train",
+    "eval": "shelfsight.eval_cli:eval_command",
+    "export": "shelfsight.export.cli:export",
 }
 
 

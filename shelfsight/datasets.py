@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .errors import DatasetError
 from .images import UnreadableImage, is_image_file, read_image
-from .preprocess import center_crop_resize
+from .preprocess import PreprocessSpec, prepare
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -196,9 +196,10 @@ class LoadedImages:
     skipped: tuple[tuple[Path, str], ...]  # (path, reason) for each image skipped
 
 
-def load_images(samples: tuple[Sample, ...] | list[Sample], size: int, labels: tuple[str, ...] = (),
-                crop_fraction: float = 1.0, progress: bool = True, desc: str = "images") -> LoadedImages:
-    """Decode, centre-crop and resize images to size x size RGB uint8, skipping unreadable ones."""
+def load_images(samples: tuple[Sample, ...] | list[Sample], spec: PreprocessSpec, labels: tuple[str, ...] = (),
+                progress: bool = True, desc: str = "images") -> LoadedImages:
+    """Decode and prepare images exactly as the device will (`preprocess.prepare`), skipping
+    unreadable ones."""
     index = {label: i for i, label in enumerate(labels)}
 
     def one(sample: Sample):
@@ -206,8 +207,7 @@ def load_images(samples: tuple[Sample, ...] | list[Sample], size: int, labels: t
             bgr = read_image(sample.path)
         except (UnreadableImage, OSError) as e:
             return None, str(e) if isinstance(e, UnreadableImage) else f"{sample.path}: {e.strerror or e}"
-        rgb = bgr[:, :, ::-1]
-        return center_crop_resize(rgb, size, crop_fraction), None
+        return prepare(bgr, spec), None
 
     images, kept, skipped = [], [], []
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -221,6 +221,6 @@ def load_images(samples: tuple[Sample, ...] | list[Sample], size: int, labels: t
             kept.append(sample)
     for path, reason in skipped:
         log.warning("skipped %s", reason)
-    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    array = np.stack(images) if images else np.zeros((0, spec.size, spec.size, 3), np.uint8)
     ids = np.array([index.get(s.label, -1) for s in kept], np.int32)
     return LoadedImages(array, ids, tuple(kept), tuple(skipped))

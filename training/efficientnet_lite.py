@@ -133,8 +133,8 @@ def _block_plan() -> list[tuple[StageSpec, int, int]]:
     return plan
 
 
-def _build(input_shape: tuple[int, int, int], include_top: bool) -> tf_keras.Model:
-    inputs = tf_keras.Input(shape=input_shape, name="image")
+def _build(input_shape: tuple[int, int, int], include_top: bool, input_tensor=None) -> tf_keras.Model:
+    inputs = tf_keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "stem", relu=True)
     for index, (stage, filters_in, stride) in enumerate(_block_plan()):
         x = _mbconv(x, index, stage, filters_in, stride)
@@ -143,6 +143,8 @@ def _build(input_shape: tuple[int, int, int], include_top: bool) -> tf_keras.Mod
         x = tf_keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         x = tf_keras.layers.Dropout(DROPOUT_RATE, name="head_dropout")(x)
         x = tf_keras.layers.Dense(IMAGENET_CLASSES, name="predictions")(x)
+    if input_tensor is not None:  # layers joined to the caller's graph (kept flat for tfmot)
+        return tf_keras.Model(tf_keras.utils.get_source_inputs(input_tensor), x, name="efficientnet_lite0")
     return tf_keras.Model(inputs, x, name="efficientnet_lite0")
 
 
@@ -224,7 +226,7 @@ def _resolve_weights(weights: str | PathLike[str] | None) -> Path | None:
 
 def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
                        weights: str | PathLike[str] | None = "imagenet",
-                       include_top: bool = False) -> tf_keras.Model:
+                       include_top: bool = False, input_tensor=None) -> tf_keras.Model:
     """Build EfficientNet-Lite0 and load its weights.
 
     Args:
@@ -234,6 +236,7 @@ def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
         include_top: False returns the feature map after the head conv (BN, ReLU6),
             H/32 x W/32 x 1280, for the caller to pool; True adds global average pooling,
             dropout and the 1000-way ImageNet classifier ("predictions", logits).
+        input_tensor: build on this tensor of the caller's graph instead of a new Input.
     Returns:
         an uncompiled tf_keras.Model.
     Raises:
@@ -242,7 +245,7 @@ def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
     if len(input_shape) != 3 or input_shape[2] != 3:
         raise ModelError(f"input_shape {tuple(input_shape)} is not (height, width, 3)")
     path = _resolve_weights(weights)
-    model = _build(tuple(input_shape), include_top)
+    model = _build(tuple(input_shape), include_top, input_tensor)
     if path is not None:
         load_lite0_state_dict(model, load_torch_state_dict(path))
     return model

@@ -93,8 +93,8 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
     labels = train_set.labels
     size = model_options.image_size
     pre = preprocess_spec(model_options)
-    tr = load_images(train_set.samples, size, labels, pre.crop_fraction, progress, "train images")
-    va = load_images(val_set.samples, size, labels, pre.crop_fraction, progress, "val images") if val_set else None
+    tr = load_images(train_set.samples, pre, labels, progress, "train images")
+    va = load_images(val_set.samples, pre, labels, progress, "val images") if val_set else None
     if len(tr.images) == 0:
         raise DatasetError(f"{data}: no readable training images ({len(tr.skipped)} skipped)")
     n_cls = len(labels)

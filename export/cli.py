@@ -1,0 +1,47 @@
+"""`shelfsight export`."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from shelfsight.cli import progress_disabled
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Bundle directory to write.")
+@click.option("--quantize", type=click.Choice(["int8", "fp16", "dynamic", "float32"]), default="int8", show_default=True)
+@click.option("--prune", "sparsity", type=click.FloatRange(0.0, 0.95, min_open=True), default=None,
+              help="Magnitude-prune to this sparsity during a short fine-tune.")
+@click.option("--prune-epochs", type=int, default=2, show_default=True)
+@click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion.")
+@click.option("--qat-epochs", type=int, default=2, show_default=True)
+@click.option("--calibration-images", type=int, default=300, show_default=True)
+@click.option("--margin", type=float, default=10.0, show_default=True,
+              help="Name classes that lose more than this many points against the float model.")
+@click.option("--max-drop", type=float, default=None, help="Fail instead of shipping when a class loses more points.")
+@click.option("--data", type=click.Path(), help="Dataset for calibration/comparison (default: the run's).")
+@click.option("--archive", is_flag=True, help="Also write BUNDLE.tar.gz for transport.")
+def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, calibration_images, margin,
+           max_drop, data, archive):
+    """Compress and convert a training run into a bundle the edge runtime loads."""
+    from .exporter import export_run
+    from .options import PruneOptions, QATOptions, QuantizationConfig
+
+    result = export_run(run_dir, out, QuantizationConfig(quantize, calibration_images),
+                        prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
+                        qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
+                        max_drop=max_drop, data=data, progress=not progress_disabled())
+    m = result.manifest
+    summary = {"bundle": str(result.bundle), "quantization": quantize,
+               "model_bytes": m["files"]["model.tflite"]["size"], **{k: v for k, v in m["metrics"].items()
+                                                                      if k.startswith("val_")}}
+    if result.guard:
+        summary.update(top1_drop_points=round(result.guard.top1_drop_points, 2),
+                       top1_agreement=round(result.guard.agreement, 4),
+                       embedding_cosine_mean=round(result.guard.embedding_cosine_mean, 4),
+                       classes_over_margin=list(result.guard.failing))
+    if result.archive:
+        summary["archive"] = str(result.archive)
+    click.echo(json.dumps(summary))

@@ -1,0 +1,179 @@
+"""`shelfsight export`: a training run -> a verified bundle.
+
+run dir -> [prune] -> [QAT] -> .tflite (int8 | fp16 | dynamic | float32) + metadata
+        -> evaluate through the edge interpreter on val, compare with the float model
+        -> bundle: manifest.json, model.tflite, labels.txt [, .tar.gz]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfsight import bundle as bundle_format
+from shelfsight.datasets import load_dataset, load_images
+from shelfsight.errors import ConfigError, DatasetError, ModelError, ShelfsightError
+from shelfsight.evaluation import predict_tflite
+from shelfsight.metrics import classification_report
+from shelfsight.preprocess import PreprocessSpec
+
+from .guard import GuardReport, compare
+from .options import PruneOptions, QATOptions, QuantizationConfig
+
+log = logging.getLogger(__name__)
+
+
+class RegressionError(ShelfsightError):
+    """The quantized model loses more than --max-drop points on some class."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    bundle: Path
+    archive: Path | None
+    manifest: dict[str, Any]
+    guard: GuardReport | None
+
+
+def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationConfig,
+               prune: PruneOptions | None = None, qat: QATOptions | None = None,
+               archive: bool = False, margin: float = 10.0, max_drop: float | None = None,
+               data: str | Path | None = None, progress: bool = True) -> ExportResult:
+    """Export a training run as a bundle.
+
+    Args:
+        data: dataset for calibration and the val comparison (default: the run's own).
+        margin: per-class drop (points) above which a class is named in the report.
+        max_drop: fail (RegressionError) when any class drops more than this many points.
+    """
+    from shelfsight.training.model import load_model, predict
+
+    from .convert import to_tflite
+
+    run = Path(run_dir)
+    if not (run / "model.keras").is_file():
+        raise ModelError(f"{run}: not a training run (no model.keras)")
+    if (qat or prune) and quantization.mode != "int8" and qat:
+        raise ConfigError(f"--qat needs --quantize int8, got {quantization.mode}")
+    config = json.loads((run / "config.json").read_text())
+    labels = tuple((run / "labels.txt").read_text(encoding="utf-8").splitlines())
+    spec = PreprocessSpec.from_dict(json.loads((run / "preprocess.json").read_text()))
+    data = Path(data or config["data"])
+    if not data.exists():
+        raise DatasetError(f"dataset {data} (for calibration and comparison) not found; pass --data")
+    train = load_dataset(data, "train")
+    if train.labels != labels:
+        raise DatasetError(f"{data}: its classes differ from the run's labels.txt ({len(train.labels)} vs {len(labels)})")
+    train_images = load_images(train.samples, spec, labels, progress, "train images")
+    try:
+        val = load_images(load_dataset(data, "val").samples, spec, labels, progress, "val images")
+    except DatasetError:
+        val = None
+
+    model = load_model(run / "model.keras")
+    float_model = model
+    sparsity = None
+    if prune:
+        from .prune import prune_model
+
+        model, sparsity = prune_model(model, train_images, len(labels), prune, progress)
+    if qat:
+        from .qat import quantize_aware_train
+
+        model = quantize_aware_train(model, train_images, len(labels), qat, preserve_sparsity=bool(prune),
+                                     progress=progress)
+    tflite = to_tflite(model, quantization, calibration=train_images.images, quantize_aware=bool(qat))
+
+    out = Path(out)
+    if out.exists() and not (out / bundle_format.MANIFEST).is_file() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not a bundle; refusing to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():  # re-export replaces the bundle; index files would be stale
+        if stale.is_file():
+            stale.unlink()
+    model_path = out / bundle_format.MODEL_FILE
+    model_path.write_bytes(tflite)
+    (out / bundle_format.LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+    _embed_metadata(model_path, labels, spec, config)
+
+    metrics: dict[str, Any] = {}
+    guard = None
+    thresholds = {"unknown_score": 0.0}
+    if val is not None and len(val.images):
+        q_scores, q_emb = predict_tflite(model_path, val.images, progress=progress)
+        f_scores, f_emb = predict(float_model, val.images)
+        report = classification_report(q_scores, val.label_ids, labels, config.get("coarse_of") or None)
+        guard = compare(f_scores, q_scores, f_emb, q_emb, val.label_ids, labels, margin if max_drop is None else max_drop)
+        thresholds["unknown_score"] = report["unknown_threshold"]
+        metrics = {"val_top1": report["top1"], "val_top5": report["top5"], "val_macro_f1": report["macro_f1"],
+                   "val_coarse_top1": report.get("coarse_top1"), "val_images": report["samples"],
+                   "unknown_accept_share": report["unknown_accept_share"], "float_comparison": guard.to_dict()}
+
+    manifest = bundle_format.new_manifest(
+        model=_model_section(model_path, quantization),
+        labels={"file": bundle_format.LABELS_FILE, "count": len(labels)},
+        preprocess=spec.to_dict(),
+        thresholds=thresholds,
+        index=None,
+        metrics=metrics,
+        provenance={"run": str(run.resolve()), "backbone": config["model"]["backbone"],
+                    "image_size": config["model"]["image_size"], "dataset": config["data"],
+                    "dataset_fingerprint": config.get("dataset_fingerprint"),
+                    "pruning": ({**asdict(prune), "achieved": sparsity} if prune else None),
+                    "qat": asdict(qat) if qat else None,
+                    "tools": _versions()},
+    )
+    manifest = bundle_format.write_manifest(out, manifest)
+    if guard and guard.failing:
+        names = ", ".join(f"{c} (-{guard.per_class_drop[c]:.0f})" for c in guard.failing[:8])
+        if max_drop is not None:
+            shutil.rmtree(out)
+            raise RegressionError(f"{quantization.mode} model loses more than {max_drop} points on: {names}; "
+                                  f"not shipped (try --qat)")
+        log.warning("classes losing more than %.0f points after %s: %s (try --qat)", margin, quantization.mode, names)
+    archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
+    return ExportResult(out, archive_path, manifest, guard)
+
+
+def _embed_metadata(model_path: Path, labels, spec: PreprocessSpec, config: dict) -> None:
+    try:
+        from .metadata import write_metadata
+    except ImportError as e:  # the metadata writer needs tflite-support's schema modules
+        log.warning("TFLite metadata not embedded (%s)", e)
+        return
+    data = write_metadata(model_path.read_bytes(), labels, input_mean=[0.0] * 3, input_std=[1.0] * 3,
+                          name=f"shelfsight {config['model']['backbone']}", version="1",
+                          description="Retail product classifier with an embedding output for similarity search",
+                          author="shelfsight", license="see bundle provenance")
+    model_path.write_bytes(data)
+
+
+def _model_section(model_path: Path, quantization: QuantizationConfig) -> dict[str, Any]:
+    from shelfsight.edge.interpreter import TFLiteModel
+
+    m = TFLiteModel(model_path, threads=1)
+
+    def tensor(t):
+        return {"name": t.name, "shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
+                "quantization": {"scale": t.scale, "zero_point": t.zero_point} if t.scale else None}
+
+    section = {"file": bundle_format.MODEL_FILE, "format": "tflite", "quantization": quantization.mode,
+               "input": tensor(m.input), "outputs": {name: tensor(t) for name, t in m.outputs.items()}}
+    m.close()
+    return section
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("shelfsight", "tensorflow", "tf-keras", "tensorflow-model-optimization"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = "unknown"
+    return out
