@@ -16,6 +16,9 @@ from .errors import ShelfsightError
 
 # name -> "module:attribute" of a click command. Add a line when a command works.
 COMMANDS: dict[str, str] = {
+    "sync": "shelfsight.edge.sync_cli:sync",
+    "sync-server": "shelfsight.tools.sync_server:sync_server",
+    "sync-keys": "shelfsight.tools.sync_keys:sync_keys",
     "train": "shelfsight.training.cli:train",
     "eval": "shelfsight.eval_cli:eval_command",
     "export": "shelfsight.export.cli:export",

@@ -1,0 +1,171 @@
+"""HTTP plumbing shared by the uploader and the update poller.
+
+One place decides how the device talks to the sync server: the bearer token (from a
+file or an environment variable), TLS verification (always on; a custom CA bundle is
+allowed), plain http only for loopback unless asked for, timeouts, and the retry delay
+(exponential backoff with full jitter).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from ..errors import ConfigError, ShelfsightError
+
+TOKEN_ENV = "SHELFSIGHT_SYNC_TOKEN"
+LOOPBACK_NAMES = ("localhost",)
+
+
+class SyncError(ShelfsightError):
+    """The sync server cannot be reached or answered something unusable."""
+
+
+class AuthError(SyncError):
+    """The server refused the token (HTTP 401/403)."""
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How to reach the sync server.
+
+    Attributes:
+        token_file: file whose first line is the bearer token; read again after a 401.
+        token_env: environment variable holding the token when no file is given.
+        ca_bundle: PEM file of CA certificates to trust instead of the system store.
+        allow_http: permit plain http to hosts other than loopback (the token travels in clear).
+        connect_timeout_s, read_timeout_s: per-request timeouts.
+        device_id: sent as X-Shelfsight-Device so the server can tell devices apart.
+    """
+
+    token_file: Path | None = None
+    token_env: str = TOKEN_ENV
+    ca_bundle: Path | None = None
+    allow_http: bool = False
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    device_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.token_file is not None:
+            object.__setattr__(self, "token_file", Path(self.token_file))
+        if self.ca_bundle is not None:
+            object.__setattr__(self, "ca_bundle", Path(self.ca_bundle))
+            if not self.ca_bundle.is_file():
+                raise ConfigError(f"CA bundle {self.ca_bundle} not found (expected a PEM file)")
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ConfigError(f"timeouts must be > 0 s, got connect {self.connect_timeout_s}, "
+                              f"read {self.read_timeout_s}")
+        if not self.token_env:
+            raise ConfigError("token_env must name an environment variable")
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout_s, self.read_timeout_s)
+
+
+def read_token(options: HttpOptions) -> str:
+    """The bearer token from ``options.token_file`` or else ``$token_env``.
+
+    Raises:
+        ConfigError: the file is missing or empty, or neither source is set.
+    """
+    if options.token_file is not None:
+        try:
+            token = options.token_file.read_text(encoding="utf-8").strip().splitlines()
+        except OSError as e:
+            raise ConfigError(f"token file {options.token_file}: {e.strerror or e}") from None
+        if not token or not token[0].strip():
+            raise ConfigError(f"token file {options.token_file} is empty (expected the token on line 1)")
+        return token[0].strip()
+    token = os.environ.get(options.token_env, "").strip()
+    if not token:
+        raise ConfigError(f"no sync token: pass a token file or set ${options.token_env}")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, allow_http: bool = False) -> str:
+    """Return ``url`` without a trailing slash if it is usable for sync.
+
+    Raises:
+        ConfigError: not http(s), no host, or plain http to a non-loopback host
+            without ``allow_http``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"sync URL {url!r} is not an http(s) URL with a host")
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        raise ConfigError(f"sync URL {url!r} uses plain http to {parts.hostname}; "
+                          "use https (or allow http explicitly)")
+    return url.rstrip("/")
+
+
+class SyncSession:
+    """A requests session carrying the token, TLS settings and timeouts; thread-safe
+    for the one-request-at-a-time use of each worker."""
+
+    def __init__(self, options: HttpOptions) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.verify = str(options.ca_bundle) if options.ca_bundle else True
+        self._session.trust_env = False  # no proxies or netrc picked up behind the user's back
+        if options.device_id:
+            self._session.headers["X-Shelfsight-Device"] = options.device_id
+        self.refresh_token()
+
+    def refresh_token(self) -> None:
+        """Read the token again (it may have been rotated on disk)."""
+        self._session.headers["Authorization"] = f"Bearer {read_token(self.options)}"
+
+    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", self.options.timeout)
+        with self._lock:
+            return self._session.request(method, url, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+@dataclass(frozen=True)
+class BackoffOptions:
+    """Retry delays: attempt n waits uniform(0, min(max_s, base_s * 2**n)) ("full jitter")."""
+
+    base_s: float = 0.5
+    max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base_s <= self.max_s:
+            raise ConfigError(f"backoff needs 0 < base_s <= max_s, got base {self.base_s}, max {self.max_s}")
+
+
+class Backoff:
+    """Exponential backoff with full jitter; ``reset()`` after a success."""
+
+    def __init__(self, options: BackoffOptions = BackoffOptions(), rng: random.Random | None = None) -> None:
+        self.options = options
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        cap = min(self.options.max_s, self.options.base_s * (2 ** min(self.attempt, 32)))
+        self.attempt += 1
+        return self._rng.uniform(0.0, cap)
+
+    def reset(self) -> None:
+        self.attempt = 0
