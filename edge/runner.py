@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Iterator, Mapping, Protocol, Sequence
 
@@ -118,7 +118,7 @@ class RunSummary:
     stopped_by: str
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["skipped"] = dict(self.skipped)
         return out
 

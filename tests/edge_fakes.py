@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shelfsight.edge.sources import Frame
+from shelfsight.edge.sources import BaseSource, Frame
+from shelfsight.errors import SourceError
 
 PALETTE = {  # BGR
     "apple": (40, 40, 200),
@@ -89,3 +90,33 @@ class ColourRecognizer:
 
 def label_of(recognizer: ColourRecognizer, frame: Frame) -> str | None:
     return recognizer.recognize(frame.image, frame.source).label
+
+
+class FlakySource(BaseSource):
+    """A live source scripted per open(): a list of steps, one list per session.
+
+    Steps: "frame" yields a frame, "end" returns None, "raise" raises OSError. A session given as
+    the string "refuse" makes open() fail with SourceError.
+    """
+
+    live = True
+
+    def __init__(self, sessions: list, label: str | None = "apple") -> None:
+        super().__init__("flaky")
+        self.label = label
+        self.sessions = list(sessions)
+        self.opens = 0
+        self._steps: list[str] = []
+
+    def _open(self) -> None:
+        self.opens += 1
+        session = self.sessions.pop(0) if self.sessions else ["end"]
+        if session == "refuse":
+            raise SourceError("flaky: camera busy")
+        self._steps = list(session)
+
+    def _read(self) -> Frame | None:
+        step = self._steps.pop(0) if self._steps else "end"
+        if step == "raise":
+            raise OSError("flaky: cable pulled")
+        return None if step == "end" else self._frame(colour_frame(self.label))

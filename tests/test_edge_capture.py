@@ -6,41 +6,12 @@ import time
 
 import pytest
 
-from edge_fakes import colour_frame
+from edge_fakes import FlakySource, colour_frame
 from shelfsight.edge.capture import BackoffOptions, LatestFrameCapture, Reopen
-from shelfsight.edge.sources import ArraySource, Frame, BaseSource
+from shelfsight.edge.sources import ArraySource
 from shelfsight.errors import ConfigError, SourceError
 
 FAST = BackoffOptions(initial_s=0.01, max_s=0.04, factor=2.0)
-
-
-class FlakySource(BaseSource):
-    """A live source scripted per open(): a list of steps, one list per session.
-
-    Steps: "frame" yields a frame, "end" returns None, "raise" raises OSError. A session given as
-    the string "refuse" makes open() fail with SourceError.
-    """
-
-    live = True
-
-    def __init__(self, sessions: list) -> None:
-        super().__init__("flaky")
-        self.sessions = list(sessions)
-        self.opens = 0
-        self._steps: list[str] = []
-
-    def _open(self) -> None:
-        self.opens += 1
-        session = self.sessions.pop(0) if self.sessions else ["end"]
-        if session == "refuse":
-            raise SourceError("flaky: camera busy")
-        self._steps = list(session)
-
-    def _read(self) -> Frame | None:
-        step = self._steps.pop(0) if self._steps else "end"
-        if step == "raise":
-            raise OSError("flaky: cable pulled")
-        return None if step == "end" else self._frame(colour_frame("apple"))
 
 
 def wait_until(predicate, timeout_s: float = 5.0) -> None:
