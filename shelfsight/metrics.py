@@ -44,7 +44,9 @@ def calibrate_threshold(top_scores: np.ndarray, accept_share: float) -> float:
         raise ValueError(f"accept_share must be in (0, 1], got {accept_share}")
     if len(top_scores) == 0:
         return 0.0
-    return float(np.quantile(np.asarray(top_scores, np.float64), 1.0 - accept_share, method="lower"))
+    ranked = np.sort(np.asarray(top_scores, np.float64))
+    rejected = int(np.floor(len(ranked) * (1.0 - accept_share) + 1e-9))  # scores >= threshold are accepted
+    return float(ranked[min(rejected, len(ranked) - 1)])
 
 
 def classification_report(scores: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...] | list[str],

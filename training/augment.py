@@ -1,6 +1,8 @@
 """Training-time augmentation on uint8 RGB images (stage 2 only)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .tf_env import keras, tf
 
 
@@ -26,3 +28,27 @@ def augment_image(image, size: int):
 def rotation_layer(seed: int) -> keras.layers.Layer:
     """Small rotations (about +-10 degrees), applied per batch."""
     return keras.layers.RandomRotation(0.03, fill_mode="reflect", seed=seed)
+
+
+def sample_weights(label_ids: np.ndarray, num_classes: int, balance: bool = True) -> np.ndarray:
+    """Per-sample weights that make every class count the same (inverse class frequency)."""
+    if not balance:
+        return np.ones(len(label_ids), np.float32)
+    counts = np.bincount(label_ids, minlength=num_classes).astype(np.float32)
+    weights = len(label_ids) / (num_classes * np.maximum(counts, 1.0))
+    return weights[label_ids].astype(np.float32)
+
+
+def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, batch_size: int,
+                     size: int, augment: bool = True, seed: int = 0):
+    """Shuffled, augmented (x, y, sample_weight) batches from uint8 images already at ``size``."""
+    ds = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32), weights.astype(np.float32)))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        rotate = rotation_layer(seed)
+        ds = ds.map(lambda x, t, s: (augment_image(x, size), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(lambda x, t, s: (rotate(x, training=True), t, s),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, t, s: (tf.cast(x, tf.float32), t, s)).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shelfsight.datasets import Dataset, LoadedImages, load_dataset, load_images
+from shelfsight.datasets import Dataset, load_dataset, load_images
 from shelfsight.errors import DatasetError
 from shelfsight.metrics import classification_report, plot_confusion
 
@@ -44,14 +44,6 @@ def _set_precision(mode: str) -> str:
     policy = "mixed_float16" if use else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def _sample_weights(label_ids: np.ndarray, num_classes: int, balance: bool) -> np.ndarray:
-    if not balance:
-        return np.ones(len(label_ids), np.float32)
-    counts = np.bincount(label_ids, minlength=num_classes).astype(np.float32)
-    weights = len(label_ids) / (num_classes * np.maximum(counts, 1.0))
-    return weights[label_ids].astype(np.float32)
 
 
 class _Progress(keras.callbacks.Callback):
@@ -112,7 +104,7 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
     feats_tr = pm.features.predict(tr.images.astype(np.float32), batch_size=64, verbose=0)
     feats_va = pm.features.predict(va.images.astype(np.float32), batch_size=64, verbose=0) if va else None
     y_tr = keras.utils.to_categorical(tr.label_ids, n_cls)
-    w_tr = _sample_weights(tr.label_ids, n_cls, train_options.balance_classes)
+    w_tr = augment.sample_weights(tr.label_ids, n_cls, train_options.balance_classes)
     val_feats = (feats_va, keras.utils.to_categorical(va.label_ids, n_cls)) if va else None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_options.label_smoothing)
     with strategy.scope():
@@ -130,7 +122,8 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
         schedule = keras.optimizers.schedules.CosineDecay(train_options.finetune_lr, steps, alpha=0.05)
         with strategy.scope():
             pm.classifier.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        ds = _augmented_dataset(tr, y_tr, w_tr, train_options, size)
+        ds = augment.training_dataset(tr.images, y_tr, w_tr, train_options.batch_size, size,
+                                      train_options.augment, train_options.seed)
         val_ds = (va.images.astype(np.float32), keras.utils.to_categorical(va.label_ids, n_cls)) if va else None
         h2 = pm.classifier.fit(ds, epochs=train_options.finetune_epochs, validation_data=val_ds, verbose=0,
                                callbacks=_callbacks("fine-tune", va is not None, train_options.patience, progress))
@@ -173,17 +166,3 @@ def _callbacks(stage: str, has_val: bool, patience: int, progress: bool) -> list
 def _history(h, seconds: float) -> dict[str, Any]:
     return {"epochs": len(h.epoch), "seconds": round(seconds, 1),
             **{k: [round(float(v), 5) for v in vals] for k, vals in h.history.items()}}
-
-
-def _augmented_dataset(tr: LoadedImages, y: np.ndarray, w: np.ndarray, opts: TrainOptions, size: int):
-    rotate = augment.rotation_layer(opts.seed)
-    ds = tf.data.Dataset.from_tensor_slices((tr.images, y.astype(np.float32), w))
-    ds = ds.shuffle(len(tr.images), seed=opts.seed, reshuffle_each_iteration=True)
-    if opts.augment:
-        ds = ds.map(lambda x, t, s: (augment.augment_image(x, size), t, s), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, t, s: (tf.cast(x, tf.float32), t, s))
-    ds = ds.batch(opts.batch_size)
-    if opts.augment:
-        ds = ds.map(lambda x, t, s: (rotate(x, training=True), t, s), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)

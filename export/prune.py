@@ -1,0 +1,71 @@
+"""Magnitude pruning with tensorflow-model-optimization during a short fine-tune.
+
+Pointwise/standard convolutions and the embedding layer are pruned (they hold almost all
+weights); depthwise kernels (tiny, and sensitive) and the unit-norm classifier are not.
+The pruning wrappers are stripped afterwards, so the result is a plain Keras model whose
+zeros survive conversion (and gzip well).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from shelfsight.datasets import LoadedImages
+from shelfsight.training import augment
+from shelfsight.training.tf_env import keras
+
+from .options import PruneOptions
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after tf_env: Keras 2)
+
+SKIP = ("classifier",)
+
+
+def prunable(layer) -> bool:
+    return (isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+            and not isinstance(layer, keras.layers.DepthwiseConv2D) and layer.name not in SKIP)
+
+
+def layer_sparsity(model: keras.Model) -> dict[str, float]:
+    """Share of exact zeros in each prunable layer's kernel."""
+    out = {}
+    for layer in model.layers:
+        if prunable(layer):
+            kernel = layer.get_weights()[0]
+            out[layer.name] = round(float(np.mean(kernel == 0.0)), 4)
+    return out
+
+
+def prune_model(model: keras.Model, data: LoadedImages, num_classes: int, options: PruneOptions,
+                progress: bool = True) -> tuple[keras.Model, dict]:
+    """Prune ``model`` to ``options.sparsity`` while fine-tuning on ``data``.
+
+    Returns:
+        (stripped model, {"overall": share of zeros over pruned kernels, "layers": {name: share}}).
+    """
+    steps_per_epoch = int(np.ceil(len(data.images) / options.batch_size))
+    total = steps_per_epoch * options.epochs
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=options.sparsity, begin_step=0,
+        end_step=max(1, int(total * options.end_fraction)), frequency=min(options.frequency, max(1, total // 4)))
+
+    def wrap(layer):
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule) if prunable(layer) else layer
+
+    pruned = keras.models.clone_model(model, clone_function=wrap)
+    pruned.set_weights(model.get_weights())
+    for layer in pruned.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    train_view = keras.Model(pruned.input, pruned.output["scores"])
+    train_view.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
+    y = keras.utils.to_categorical(data.label_ids, num_classes)
+    ds = augment.training_dataset(data.images, y, augment.sample_weights(data.label_ids, num_classes),
+                                  options.batch_size, data.images.shape[1])
+    train_view.fit(ds, epochs=options.epochs, verbose=1 if progress else 0,
+                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    layers = layer_sparsity(stripped)
+    sizes = {layer.name: layer.get_weights()[0].size for layer in stripped.layers if layer.name in layers}
+    overall = sum(layers[n] * sizes[n] for n in layers) / max(1, sum(sizes.values()))
+    return stripped, {"overall": round(overall, 4), "layers": layers}

@@ -1,0 +1,73 @@
+"""Quantization-aware training with tensorflow-model-optimization.
+
+Layers the default 8-bit registry does not know (our input normalisation, the embedding's
+unit normalisation, the cosine scale) are annotated with a no-op config: they stay float
+in training and the converter quantizes them from calibration, like everything in PTQ.
+After pruning, tfmot's pruning-preserving scheme keeps the zeros.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from shelfsight.datasets import LoadedImages
+from shelfsight.training import augment
+from shelfsight.training.tf_env import keras
+
+from .options import QATOptions
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after tf_env: Keras 2)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_registry as registry_module,
+)
+
+qkeras = tfmot.quantization.keras
+
+
+class NoOpQuantizeConfig(qkeras.QuantizeConfig):
+    """Leave a layer unquantized during QAT."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: int, options: QATOptions,
+                         preserve_sparsity: bool = False, progress: bool = True) -> keras.Model:
+    """Return ``model`` after QAT fine-tuning on ``data`` (fake-quant layers in place)."""
+    registry = registry_module.Default8BitQuantizeRegistry()
+
+    def annotate(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        if registry.supports(layer):
+            return qkeras.quantize_annotate_layer(layer)
+        return qkeras.quantize_annotate_layer(layer, quantize_config=NoOpQuantizeConfig())
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
+              else qkeras.default_8bit.Default8BitQuantizeScheme())
+    with qkeras.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
+        qat = qkeras.quantize_apply(annotated, scheme)
+    train_view = keras.Model(qat.input, qat.output["scores"])
+    train_view.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
+    y = keras.utils.to_categorical(data.label_ids, num_classes)
+    ds = augment.training_dataset(data.images, y, augment.sample_weights(data.label_ids, num_classes),
+                                  options.batch_size, data.images.shape[1])
+    train_view.fit(ds, epochs=options.epochs, verbose=1 if progress else 0)
+    return qat
