@@ -17,9 +17,10 @@ one process, or a test, never collide. Metrics (all prefixed `shelfsight_`):
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
@@ -56,14 +57,14 @@ def read_cpu_temperature(root: Path = THERMAL_ROOT) -> float | None:
     return preferred[0] if preferred else readings[0][1]
 
 
-@dataclass
 class MetricsServer:
-    """A running exporter; `close()` stops it (safe to call twice)."""
+    """A running exporter on host:port; `close()` stops it (safe to call twice)."""
 
-    host: str
-    port: int
-    _server: object
-    _thread: object
+    def __init__(self, server: WSGIServer, thread: threading.Thread, host: str) -> None:
+        self._server: WSGIServer | None = server
+        self._thread = thread
+        self.host = host
+        self.port: int = server.server_address[1]
 
     @property
     def url(self) -> str:
@@ -157,9 +158,9 @@ class Health:
             server, thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:
             raise ConfigError(f"metrics port {host}:{port} cannot be used: {err.strerror or err}") from err
-        actual = server.server_address[1]
-        log.info("metrics on http://%s:%d/metrics", host, actual)
-        return MetricsServer(host=host, port=actual, _server=server, _thread=thread)
+        exporter = MetricsServer(server, thread, host)
+        log.info("metrics on %s", exporter.url)
+        return exporter
 
     def _temperature(self) -> float:
         celsius = read_cpu_temperature(self.thermal_root)

@@ -177,6 +177,7 @@ class _Loop:
         self.stopped_by = "stop requested"
         self._seen_corrupt = self._seen_dropped = 0
         self._fps_mark = (0.0, 0)
+        self._recent_fps = 0.0
         self._started = self._ended = time.perf_counter()
 
     def run(self) -> None:
@@ -243,7 +244,8 @@ class _Loop:
                     self._emit(build_event(recognition, frame, jpeg_quality=self.options.jpeg_quality))
         self.frame_ms.append((time.perf_counter() - started) * 1000.0)
         self._update_fps()
-        if self.preview is not None and not self.preview.show(frame.image, caption, self._roi_rect(frame)):
+        if self.preview is not None and not self.preview.show(
+                frame.image, f"{caption} | {self._recent_fps:.1f} fps", self._roi_rect(frame)):
             self.stopped_by = "preview closed"
             self.stop.set()
 
@@ -298,7 +300,8 @@ class _Loop:
         now = time.perf_counter()
         mark_time, mark_frames = self._fps_mark
         if now - mark_time >= 1.0:
-            self.health.set_fps((self.frames - mark_frames) / (now - mark_time))
+            self._recent_fps = (self.frames - mark_frames) / (now - mark_time)
+            self.health.set_fps(self._recent_fps)
             self._fps_mark = (now, self.frames)
 
     def _roi_rect(self, frame: Frame) -> tuple[int, int, int, int] | None:

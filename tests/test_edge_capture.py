@@ -1,14 +1,17 @@
 """Capture thread: newest frame only for live sources, every frame for files, reopen with backoff."""
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import cv2
 import pytest
 
-from edge_fakes import FlakySource, colour_frame
+from edge_fakes import ColourRecognizer, FlakySource, colour_frame
 from shelfsight.edge.capture import BackoffOptions, LatestFrameCapture, Reopen
-from shelfsight.edge.sources import ArraySource
+from shelfsight.edge.sources import ArraySource, open_source
 from shelfsight.errors import ConfigError, SourceError
 
 FAST = BackoffOptions(initial_s=0.01, max_s=0.04, factor=2.0)
@@ -95,7 +98,6 @@ def test_live_source_that_does_not_open_at_start_is_retried():
 def test_file_source_that_cannot_open_raises_at_start(tmp_path):
     bogus = tmp_path / "clip.mp4"
     bogus.write_bytes(b"x" * 100)
-    from shelfsight.edge.sources import open_source
     capture = LatestFrameCapture(open_source(str(bogus)))
     with pytest.raises(SourceError, match="OpenCV could not open it"):
         capture.start()
@@ -126,3 +128,33 @@ def test_stop_is_prompt_during_backoff_and_safe_twice():
     capture.stop()
     assert time.monotonic() - started < 2.0
     assert not any(t.name == "capture:flaky" for t in threading.enumerate())
+
+
+def test_http_stream_through_opencv_is_reopened_when_it_ends_or_the_server_dies(tmp_path):
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for label in ["apple"] * 3 + ["lime"] * 3:
+        writer.write(colour_frame(label))
+    writer.release()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi")
+    assert source.live
+    reports: list[Reopen] = []
+    recognizer = ColourRecognizer()
+    with LatestFrameCapture(source, drop=False, backoff=FAST, on_reopen=reports.append) as capture:
+        labels = [recognizer.recognize(capture.next_frame(timeout=10).image).label for _ in range(9)]
+        assert labels == ["apple"] * 3 + ["lime"] * 3 + ["apple"] * 3
+        assert reports[0].reason == "stream ended"
+        server.shutdown()
+        server.server_close()
+        deadline = time.monotonic() + 20
+        while not any(r.reason.startswith("open failed") for r in reports):
+            assert time.monotonic() < deadline, reports
+            capture.next_frame(timeout=0.05)  # keep taking frames: without drops the reader waits for us
+    failed = next(r for r in reports if r.reason.startswith("open failed"))
+    assert "OpenCV could not open it" in failed.reason and failed.attempt >= 2

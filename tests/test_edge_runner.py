@@ -1,8 +1,8 @@
 """The recognition loop end to end, with a colour-reading fake recogniser instead of a model."""
 from __future__ import annotations
 
+import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +18,7 @@ import pytest
 from edge_fakes import ColourRecognizer, FlakySource, colour_frame
 from shelfsight.edge.capture import BackoffOptions
 from shelfsight.edge.health import Health
-from shelfsight.edge.quality import QualityOptions, Roi
+from shelfsight.edge.quality import Roi
 from shelfsight.edge.runner import Preview, RunOptions, annotate, run
 from shelfsight.edge.sinks import JsonlSink
 from shelfsight.edge.smoothing import SmoothingOptions
@@ -168,7 +168,7 @@ def test_roi_is_what_the_recogniser_sees_and_jpeg_is_attached_when_asked():
         RunOptions(roi=Roi.parse("0.5,0.0,0.5,1.0"), jpeg_quality=70, smoothing=SmoothingOptions(stable_frames=1)))
     assert recognizer.calls[0] == ((240, 160, 3), "array")
     assert [e["label"] for e in sink.events] == ["lime"]
-    jpeg = cv2.imdecode(np.frombuffer(__import__("base64").b64decode(sink.events[0]["jpeg"]), np.uint8), 1)
+    jpeg = cv2.imdecode(np.frombuffer(base64.b64decode(sink.events[0]["jpeg"]), np.uint8), 1)
     assert jpeg.shape == (240, 320, 3)  # the whole frame, not the crop
 
 
