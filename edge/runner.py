@@ -228,7 +228,6 @@ class _Loop:
         self.health.record_frame()
         image = crop(frame.image, self.options.roi)
         quality = check_quality(image, self.options.quality)
-        recognition = None
         if not quality.ok:
             self._skip(quality.reason)
             self.smoother.update(None)
