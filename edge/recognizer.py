@@ -74,8 +74,11 @@ class Recognizer:
         out = self.model.run(pixels_rgb)
         return out[SCORES][0], l2_normalize(out[EMBEDDING][0])
 
-    def recognize(self, frame_bgr: np.ndarray, search: bool = True) -> Recognition:
-        """Classify one frame and, if the bundle has an index, find similar catalog items."""
+    def recognize(self, frame_bgr: np.ndarray, source: str = "", search: bool = True) -> Recognition:
+        """Classify one frame and, if the bundle has an index, find similar catalog items.
+
+        ``source`` names where the frame came from (the runner passes it; unused here).
+        """
         t0 = time.perf_counter()
         scores, embedding = self.infer(prepare(frame_bgr, self.spec))
         predictions = top_k(scores, self.labels, self.top_k)

@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "shelfsight.training.cli:train",
     "eval": "shelfsight.eval_cli:eval_command",
     "export": "shelfsight.export.cli:export",
+    "classify": "shelfsight.edge.cli:classify",
+    "run": "shelfsight.edge.cli:run_command",
 }
 
 

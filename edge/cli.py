@@ -1,0 +1,120 @@
+"""Device commands: `shelfsight classify`, `shelfsight run`. No TensorFlow on these paths."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from shelfsight.errors import ShelfsightError
+
+RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
+
+
+def _recognizer(bundle, runtime, threads, delegate, top_k, search_k=0):
+    from .recognizer import Recognizer
+
+    return Recognizer.create_from_bundle(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
+                                         top_k=top_k, search_k=search_k)
+
+
+def runtime_options(f):
+    f = click.option("--delegate", multiple=True, help="Delegate library (e.g. libedgetpu.so.1); repeatable.")(f)
+    f = click.option("--threads", type=click.IntRange(1, 64), default=None, help="Interpreter threads.")(f)
+    f = click.option("--runtime", type=RUNTIME_CHOICES, default="auto", show_default=True,
+                     help="TFLite interpreter to use.")(f)
+    return f
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
+@runtime_options
+def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
+    """Name the product in each image (unreadable images are skipped and counted)."""
+    from shelfsight.images import UnreadableImage, read_image
+
+    skipped = 0
+    with _recognizer(bundle, runtime, threads, delegate, top_k) as rec:
+        for path in images:
+            try:
+                frame = read_image(path)
+            except (UnreadableImage, OSError) as e:
+                skipped += 1
+                click.echo(f"skipped {path}: {e}", err=True)
+                continue
+            r = rec.classify(frame)
+            if as_json:
+                click.echo(json.dumps({"image": path, **r.to_dict()}))
+            else:
+                top = ", ".join(f"{p.label} {p.score:.3f}" for p in r.predictions)
+                click.echo(f"{path}: {r.label or 'unknown'} ({top}) {r.latency_ms:.1f} ms")
+    if skipped:
+        click.echo(f"{skipped} of {len(images)} images skipped", err=True)
+        if skipped == len(images):
+            sys.exit(1)
+
+
+@click.command(name="run")
+@click.argument("bundle", type=click.Path())
+@click.option("--source", required=True,
+              help="Camera index, video file, image folder or file, rtsp/http URL, GStreamer pipeline, picamera2.")
+@click.option("--sink", "sinks", multiple=True, default=("stdout",), show_default=True,
+              help="stdout, jsonl:PATH or an http(s):// hook URL; repeatable.")
+@click.option("--loop", is_flag=True, help="Restart a file or folder at its end.")
+@click.option("--roi", help="Region x,y,w,h in pixels, or fractions with a decimal point (0.25,0.25,0.5,0.5).")
+@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--search-k", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Similar catalog items per event (0: no search).")
+@click.option("--stable-frames", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Frames a product must be stable before it is reported.")
+@click.option("--reset-frames", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Unknown/empty frames that end an appearance.")
+@click.option("--min-sharpness", type=float, default=15.0, show_default=True, help="0 turns the blur check off.")
+@click.option("--no-quality-gate", is_flag=True, help="Recognise every frame, however dark or blurred.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
+              help="Attach the frame as JPEG to each event (off by default: no picture leaves the device).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics.")
+@click.option("--max-frames", type=click.IntRange(1), default=None)
+@click.option("--every-frame/--latest-frame", "every_frame", default=None,
+              help="Process every frame, or only the newest (default: newest for cameras, every for files).")
+@click.option("--summary", type=click.Path(), help="Write the run summary as JSON here.")
+@click.option("--show", is_flag=True, help="Preview window with the annotated frame.")
+@runtime_options
+def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames, reset_frames, min_sharpness,
+                no_quality_gate, jpeg_quality, metrics_port, max_frames, every_frame, summary, show,
+                runtime, threads, delegate):
+    """Recognise products from a camera, stream, video or folder until it ends or SIGTERM."""
+    from .health import Health
+    from .quality import QualityOptions, Roi
+    from .runner import RunOptions, run
+    from .sinks import make_sinks
+    from .smoothing import SmoothingOptions
+    from .sources import open_source
+
+    options = RunOptions(
+        roi=Roi.parse(roi) if roi else None,
+        quality=QualityOptions.off() if no_quality_gate else QualityOptions(min_sharpness=min_sharpness),
+        smoothing=SmoothingOptions(stable_frames, reset_frames),
+        drop_frames=None if every_frame is None else not every_frame,
+        jpeg_quality=jpeg_quality, max_frames=max_frames, show=show)
+    recognizer = _recognizer(bundle, runtime, threads, delegate, top_k, search_k)
+    health = Health()
+    server = health.serve(metrics_port) if metrics_port else None
+    try:
+        result = run(open_source(source, loop=loop), recognizer, make_sinks(list(sinks)), options, health=health)
+    finally:
+        recognizer.close()
+        if server:
+            server.close()
+    report = result.to_dict()
+    if summary:
+        Path(summary).write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(f"{report['frames']} frames, {report['events']} events, {report['fps']:.1f} fps, "
+               f"p50 {report['latency_p50_ms']:.1f} ms, stopped by {report['stopped_by']}", err=True)
+
+
+__all__ = ["classify", "run_command", "ShelfsightError"]

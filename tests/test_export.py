@@ -1,0 +1,136 @@
+"""Export in every mode: the bundle loads in the edge interpreter and agrees with Keras."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shelfsight.bundle import load_bundle
+from shelfsight.errors import BundleError, ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def _val_images(sample_data, n=12):
+    from shelfsight.datasets import load_dataset, load_images
+    from shelfsight.preprocess import PreprocessSpec
+
+    ds = load_dataset(sample_data, "val")
+    return load_images(ds.samples[::5][:n], PreprocessSpec(size=96), ds.labels, progress=False).images
+
+
+def _keras_outputs(tiny_run, images):
+    from shelfsight.training.model import load_model, predict
+
+    return predict(load_model(tiny_run / "model.keras"), images)
+
+
+@pytest.mark.parametrize("mode", ["float32", "fp16", "dynamic"])
+def test_float_like_modes_agree_with_keras(mode, tiny_run, sample_data, tmp_path):
+    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.export.exporter import export_run
+    from shelfsight.export.options import QuantizationConfig
+
+    result = export_run(tiny_run, tmp_path / mode, QuantizationConfig(mode), progress=False)
+    images = _val_images(sample_data)
+    k_scores, k_emb = _keras_outputs(tiny_run, images)
+    with Recognizer.create_from_bundle(result.bundle) as rec:
+        assert rec.model.input.dtype == np.float32
+        outs = [rec.infer(img) for img in images]
+    t_scores, t_emb = np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
+    cos = np.sum(t_emb * k_emb, axis=1)
+    if mode == "dynamic":  # int8 weights, activations quantized on the fly: close, not identical
+        assert np.mean(t_scores.argmax(1) == k_scores.argmax(1)) >= 9 / 12
+        assert cos.mean() >= 0.95, cos
+    else:
+        assert (t_scores.argmax(1) == k_scores.argmax(1)).all()
+        assert cos.min() >= (0.9999 if mode == "float32" else 0.995), cos
+    assert result.manifest["model"]["quantization"] == mode
+
+
+def test_int8_bundle_takes_uint8_pixels_and_agrees_with_keras(int8_bundle, tiny_run, sample_data):
+    from shelfsight.edge.recognizer import Recognizer
+
+    images = _val_images(sample_data)
+    k_scores, k_emb = _keras_outputs(tiny_run, images)
+    with Recognizer.create_from_bundle(int8_bundle) as rec:
+        info = rec.model.input
+        assert (info.dtype, info.scale, info.zero_point) == (np.uint8, 1.0, 0)
+        outs = [rec.infer(img) for img in images]
+    t_scores, t_emb = np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
+    assert np.mean(t_scores.argmax(1) == k_scores.argmax(1)) >= 11 / 12
+    assert np.sum(t_emb * k_emb, axis=1).mean() >= 0.98
+
+
+def test_manifest_sections_and_guard(int8_bundle):
+    b = load_bundle(int8_bundle)
+    m = b.manifest
+    assert m["schema"] == "shelfsight.bundle" and m["schema_version"] == 1
+    assert set(m["files"]) >= {"model.tflite", "labels.txt"}
+    assert m["labels"]["count"] == 12 and len(b.labels) == 12
+    assert m["preprocess"]["size"] == 96 and m["preprocess"]["normalization_in_model"] is True
+    assert set(m["model"]["outputs"]) == {"scores", "embedding"}
+    assert m["model"]["outputs"]["embedding"]["shape"] == [1, 32]
+    guard = m["metrics"]["float_comparison"]
+    assert 0.0 <= guard["top1_agreement"] <= 1.0 and guard["embedding_cosine_mean"] > 0.95
+    assert 0.0 < m["thresholds"]["unknown_score"] < 1.0
+    assert m["provenance"]["backbone"] == "efficientnet_lite0"
+
+
+def test_tampered_model_or_manifest_is_refused(bundle_copy):
+    model = bundle_copy / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.tflite does not match its sha256"):
+        load_bundle(bundle_copy)
+
+
+def test_manifest_edit_and_missing_file_are_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["labels"]["count"] = 13
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="12 labels in labels.txt, manifest says 13"):
+        load_bundle(bundle_copy)
+    (bundle_copy / "labels.txt").unlink()
+    with pytest.raises(BundleError, match="labels.txt is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_archive_round_trip_and_unsafe_archive(int8_bundle, tmp_path):
+    import tarfile
+
+    from shelfsight.bundle import pack_archive
+
+    archive = pack_archive(int8_bundle, tmp_path / "b.tar.gz")
+    assert load_bundle(archive).bundle_id == load_bundle(int8_bundle).bundle_id
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(int8_bundle / "labels.txt", arcname="../escape.txt")
+    with pytest.raises(BundleError, match="unsafe member '../escape.txt'"):
+        load_bundle(evil)
+
+
+def test_pruning_reaches_the_asked_sparsity(tiny_run, tmp_path):
+    from shelfsight.export.exporter import export_run
+    from shelfsight.export.options import PruneOptions, QuantizationConfig
+
+    result = export_run(tiny_run, tmp_path / "pruned", QuantizationConfig.for_int8(32),
+                        prune=PruneOptions(sparsity=0.5, epochs=1, frequency=1), progress=False)
+    achieved = result.manifest["provenance"]["pruning"]["achieved"]
+    assert achieved["overall"] >= 0.5 - 1e-3
+    assert all(v >= 0.49 for v in achieved["layers"].values()), achieved["layers"]
+    assert load_bundle(result.bundle).manifest["model"]["quantization"] == "int8"
+
+
+def test_qat_export_loads_and_qat_needs_int8(tiny_run, tmp_path):
+    from shelfsight.edge.recognizer import health_check
+    from shelfsight.export.exporter import export_run
+    from shelfsight.export.options import QATOptions, QuantizationConfig
+
+    with pytest.raises(ConfigError, match="--qat needs --quantize int8"):
+        export_run(tiny_run, tmp_path / "x", QuantizationConfig.for_float16(), qat=QATOptions(epochs=1), progress=False)
+    result = export_run(tiny_run, tmp_path / "qat", QuantizationConfig.for_int8(32), qat=QATOptions(epochs=1),
+                        progress=False)
+    assert health_check(result.bundle)["bundle_id"] == result.manifest["bundle_id"]
