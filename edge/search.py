@@ -298,7 +298,8 @@ class CatalogIndex:
             raise ConfigError(f"search takes one (D,) embedding, got shape {a.shape}; use search_batch")
         d = self.dimension
         if a.shape[-1:] != (d,):
-            raise IndexMismatchError(f"query embedding has shape {a.shape}, the index expects {d} values "
+            got = a.shape[-1] if a.ndim else 0
+            raise IndexMismatchError(f"embedding has {got} values (shape {a.shape}), the index expects {d} "
                                      f"(the embedding length of model {self._live().spec['model_sha256'][:12]}...)")
         return unit_rows(a, "query embedding")
 

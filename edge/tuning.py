@@ -6,7 +6,8 @@ candidate indexes (the chosen tree count is then rebuilt over all vectors). Quer
 vectors that are in the index overstates a tree index's recall (0.95 measured that way was
 0.91 on held-out vectors in our clustered benchmark), so that is not done. For each tree
 count of a doubling ladder that fits the size budget, the smallest search_k reaching the
-target is found (doubling, then bisection) and its single-query latency measured; more
+target is found (doubling, then bisection; the recall's one-sided 95% lower confidence bound
+must reach the target, so that unseen queries keep it) and its single-query latency measured; more
 trees are tried while they make queries at least 10% faster. The fastest Annoy setting is
 then timed against exact numpy search on the same vectors, and the faster one is chosen.
 All of it is recorded in `TuningReport` (the index spec's "tuning" section).
@@ -28,7 +29,9 @@ from .ann import AnnoyBackend, annoy_node_bytes, build_annoy
 from .vectors import ExactSearch
 
 BACKENDS = ("auto", "annoy", "exact")
-MIN_ANN_VECTORS = 50  # below this, "auto" searches exactly without measuring: there is nothing to gain
+MIN_ANN_VECTORS = 1000  # below this "auto" searches exactly unmeasured: tens of microseconds, timing noise would decide
+MIN_TUNABLE_VECTORS = 100  # a forced Annoy index needs a held-out tenth of at least 10 queries
+Z_ONE_SIDED_95 = 1.645
 FASTER_BY = 0.9  # another doubling of trees must cut query latency to 90% or less to be tried further
 
 
@@ -43,6 +46,8 @@ class TuningOptions:
         backend: "auto" (faster of Annoy and exact, measured), "annoy" or "exact".
         max_overhead: the trees may add at most this share to the one node per vector that
             every Annoy file holds (N x (12 + 4 D) bytes); None for no relative limit.
+        free_mb: an Annoy file up to this many MB is never refused for its overhead (small
+            catalogs are not worth trading query speed for bytes).
         max_index_mb: absolute limit on the Annoy file in MB (10^6 bytes); None for none.
         max_trees: largest tree count tried.
         seed: Annoy's random seed and the query sampler's.
@@ -54,6 +59,7 @@ class TuningOptions:
     n_queries: int = 500
     backend: str = "auto"
     max_overhead: float | None = 0.15
+    free_mb: float = 8.0
     max_index_mb: float | None = None
     max_trees: int = 64
     seed: int = 0
@@ -69,6 +75,8 @@ class TuningOptions:
             raise ConfigError(f"backend {self.backend!r} unknown, expected one of {BACKENDS}")
         if self.max_overhead is not None and self.max_overhead < 0:
             raise ConfigError(f"max_overhead {self.max_overhead} must be >= 0 or None")
+        if self.free_mb < 0:
+            raise ConfigError(f"free_mb {self.free_mb} must be >= 0")
         if self.max_index_mb is not None and self.max_index_mb <= 0:
             raise ConfigError(f"max_index_mb {self.max_index_mb} must be > 0 or None")
         if self.n_jobs == 0 or self.n_jobs < -1:
@@ -76,12 +84,9 @@ class TuningOptions:
 
     def budget_bytes(self, n: int, dimension: int) -> float:
         """Largest Annoy file allowed for n vectors of this dimension (inf for no limit)."""
-        limits = [math.inf]
-        if self.max_overhead is not None:
-            limits.append((1.0 + self.max_overhead) * n * annoy_node_bytes(dimension))
-        if self.max_index_mb is not None:
-            limits.append(self.max_index_mb * 1e6)
-        return min(limits)
+        relative = math.inf if self.max_overhead is None else (1.0 + self.max_overhead) * n * annoy_node_bytes(dimension)
+        absolute = math.inf if self.max_index_mb is None else self.max_index_mb * 1e6
+        return min(max(relative, self.free_mb * 1e6), absolute)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +99,7 @@ class Trial:
     n_trees: int
     search_k: int
     recall: float
+    recall_low: float  # one-sided 95% lower confidence bound of ``recall``; must reach the target
     index_bytes: int
     build_seconds: float
     query_ms: float
@@ -132,14 +138,26 @@ class TuningReport:
         return d
 
 
-def recall_at_k(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
-    """Mean share of each query's true top-k rows (truth, (Q, k)) present in ``found``."""
+def recall_per_query(found: Sequence[Sequence[int]], truth: np.ndarray) -> np.ndarray:
+    """For each query, the share of its true top-k rows (a row of truth, (Q, k)) in ``found``."""
     truth = np.asarray(truth)
     if truth.ndim != 2 or len(found) != truth.shape[0] or truth.shape[1] == 0:
-        raise ConfigError(f"recall_at_k: {len(found)} result lists for truth of shape {truth.shape}")
+        raise ConfigError(f"recall: {len(found)} result lists for truth of shape {truth.shape}")
     k = truth.shape[1]
-    hits = sum(len(set(map(int, f[:k])) & set(map(int, t))) for f, t in zip(found, truth))
-    return hits / (k * truth.shape[0])
+    return np.asarray([len(set(map(int, f[:k])) & set(map(int, t))) / k for f, t in zip(found, truth)])
+
+
+def recall_at_k(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
+    """Mean share of each query's true top-k rows (truth, (Q, k)) present in ``found``."""
+    return float(recall_per_query(found, truth).mean())
+
+
+def recall_lower_bound(per_query: np.ndarray) -> float:
+    """One-sided 95% lower confidence bound of the mean recall (normal approximation):
+    a setting tuned to this bound keeps the target on queries it has not seen."""
+    n = per_query.size
+    spread = float(per_query.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+    return float(per_query.mean()) - Z_ONE_SIDED_95 * spread
 
 
 def query_latencies(fn: Callable[[np.ndarray], object], queries: np.ndarray, min_seconds: float = 0.2,
@@ -171,27 +189,34 @@ class _Queries:
         self.vectors, self.k = vectors, k
         self.truth = np.asarray([rows for rows, _ in exact.query_batch(vectors, k)])
 
-    def recall(self, backend: AnnoyBackend) -> float:
-        return recall_at_k([backend.query(q, self.k)[0] for q in self.vectors], self.truth)
+    def recall(self, backend: AnnoyBackend) -> np.ndarray:
+        return recall_per_query([backend.query(q, self.k)[0] for q in self.vectors], self.truth)
 
 
-def _tune_search_k(backend: AnnoyBackend, queries: _Queries, target: float, cap: int) -> tuple[int, float]:
-    """Smallest search_k (within ~15%) reaching ``target``; doubling, then bisection."""
-    def measure(sk: int) -> float:
+def _tune_search_k(backend: AnnoyBackend, queries: _Queries, target: float,
+                   cap: int) -> tuple[int, float, float]:
+    """Smallest search_k (within ~15%) whose recall's lower confidence bound reaches
+    ``target``, by doubling from Annoy's default and then bisection.
+
+    Returns:
+        (search_k, mean recall, lower bound); at ``cap`` if the target is never reached.
+    """
+    def measure(sk: int) -> tuple[float, float]:
         backend.search_k = sk
-        return queries.recall(backend)
+        per_query = queries.recall(backend)
+        return float(per_query.mean()), recall_lower_bound(per_query)
 
     lo, hi = 0, max(1, backend.n_trees * queries.k)
-    recall = measure(hi)
-    while recall < target and hi < cap:
+    mean, low = measure(hi)
+    while low < target and hi < cap:
         lo, hi = hi, min(cap, hi * 2)
-        recall = measure(hi)
-    best = (hi, recall)
-    while recall >= target and lo and hi / lo > 1.15:
+        mean, low = measure(hi)
+    best = (hi, mean, low)
+    while low >= target and lo and hi / lo > 1.15:
         mid = (lo + hi) // 2
-        r = measure(mid)
-        if r >= target:
-            hi, best = mid, (mid, r)
+        m, lb = measure(mid)
+        if lb >= target:
+            hi, best = mid, (mid, m, lb)
         else:
             lo = mid
     backend.search_k = best[0]
@@ -205,11 +230,11 @@ def _trial(unit_vectors: np.ndarray, n_trees: int, path: Path, queries: _Queries
     size = build_annoy(unit_vectors, n_trees, path, options.seed, options.n_jobs)
     build_seconds = time.perf_counter() - t0
     backend = AnnoyBackend(path, d, n, search_k=n_trees * options.k, k=options.k)
-    search_k, recall = _tune_search_k(backend, queries, options.target_recall, cap=max(n * n_trees, 1))
+    search_k, recall, low = _tune_search_k(backend, queries, options.target_recall, cap=max(n * n_trees, 1))
     k = options.k
     ms = float(np.median(query_latencies(lambda q: backend.query(q, k), queries.vectors))) * 1e3
     backend.close()
-    return Trial(n_trees, search_k, round(recall, 4), size, round(build_seconds, 3), round(ms, 4))
+    return Trial(n_trees, search_k, round(recall, 4), round(low, 4), size, round(build_seconds, 3), round(ms, 4))
 
 
 def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
@@ -236,6 +261,7 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     k = options.k
 
     def report(backend: str, reason: str, best: Trial | None, **measured) -> TuningReport:
+        say(reason)
         return TuningReport(
             backend=backend, reason=reason, n_trees=best and best.n_trees, search_k=best and best.search_k,
             recall=best and best.recall, k=k, target_recall=options.target_recall,
@@ -245,12 +271,12 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
 
     if options.backend == "exact":
         return report("exact", "exact search was requested", None)
-    fewest = max(MIN_ANN_VECTORS, 2 * (k + 1))
-    if n < fewest:
-        if options.backend == "annoy":
-            raise ConfigError(f"an Annoy index needs at least {fewest} vectors to tune recall@{k}, got {n}")
-        return report("exact", f"exact: {n} vectors are fewer than {fewest}, nothing to gain from an ANN index",
-                      None)
+    if n < MIN_ANN_VECTORS and options.backend == "auto":
+        return report("exact", f"exact: {n} vectors are fewer than {MIN_ANN_VECTORS}, too few to gain from an "
+                      f"ANN index", None)
+    if n < max(MIN_TUNABLE_VECTORS, 10 * (k + 1)):
+        raise ConfigError(f"an Annoy index needs at least {max(MIN_TUNABLE_VECTORS, 10 * (k + 1))} vectors to "
+                          f"tune recall@{k}, got {n}")
 
     if queries is None:  # hold a sample of the catalog out of the candidate indexes
         held = np.random.default_rng(options.seed).permutation(n)[:min(options.n_queries, n // 10)]
@@ -269,7 +295,7 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     trials, best = _search_ladder(tuning_vectors, path, tq, options, budget, say)
     measured = dict(queries=len(tq.vectors), query_source=source, exact_query_ms=exact_ms,
                     budget_bytes=budget, trials=trials)
-    passing = [t for t in trials if t.recall >= options.target_recall and t.index_bytes <= budget]
+    passing = [t for t in trials if t.recall_low >= options.target_recall and t.index_bytes <= budget]
     if best is None:
         why = (f"no Annoy setting reached recall@{k} {options.target_recall} within {_mb(budget)} (tried: "
                + ", ".join(f"{t.n_trees} trees {t.recall:.3f} {t.index_bytes / 1e6:.1f} MB" for t in trials) + ")")
@@ -312,11 +338,12 @@ def _search_ladder(unit_vectors: np.ndarray, path: Path, queries: _Queries, opti
         trial = _trial(unit_vectors, n_trees, _candidate(path, n_trees), queries, options)
         trials.append(trial)
         say(f"annoy n_trees={trial.n_trees}: search_k={trial.search_k} recall@{options.k}={trial.recall:.3f} "
+            f"(>= {trial.recall_low:.3f}) "
             f"{trial.query_ms:.3f} ms/query, {trial.index_bytes / 1e6:.1f} MB")
         per_tree = max(1.0, (trial.index_bytes - base) / n_trees)
         most = options.max_trees if not math.isfinite(budget) else min(options.max_trees,
                                                                          int((budget - base) // per_tree))
-        reached = trial.recall >= options.target_recall
+        reached = trial.recall_low >= options.target_recall
         if trial.index_bytes > budget or not reached:
             _remove(_candidate(path, n_trees))
             if trial.index_bytes > budget:  # over budget: fewer trees once, if that can fit
