@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "export": "shelfsight.export.cli:export",
     "classify": "shelfsight.edge.cli:classify",
     "run": "shelfsight.edge.cli:run_command",
+    "demo": "shelfsight.demo:demo",
 }
 
 
@@ -66,8 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "shelfsight"
+        click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except OSError as e:  # missing or unreadable files named by the user
         click.echo(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", err=True)

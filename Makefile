@@ -1,0 +1,35 @@
+# shelfsight: the two commands are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: install demo test test-fast peers clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,train,onnx,sync,dev]"
+	# Metadata schema only; its declared deps clash with the pinned protobuf (see README).
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tflite-support
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shelfsight demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Peer runtimes for `shelfsight bench --compare` (MediaPipe needs numpy 2: its own venv).
+peers:
+	bash tools/peers/setup_env.sh
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache
