@@ -45,6 +45,7 @@ class EnrolledDelta:
     #: all vectors (M, D) and the item_id of each row, derived from ``entries``
     matrix: np.ndarray = field(init=False, repr=False, compare=False)
     item_of_row: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _items: dict[str, CatalogItem] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         vectors = [e.vectors for e in self.entries]
@@ -52,6 +53,10 @@ class EnrolledDelta:
         item_of_row = tuple(e.item.item_id for e in self.entries for _ in range(len(e.vectors)))
         object.__setattr__(self, "matrix", np.ascontiguousarray(matrix, dtype=np.float32))
         object.__setattr__(self, "item_of_row", item_of_row)
+        items: dict[str, CatalogItem] = {}
+        for e in self.entries:
+            items.setdefault(e.item.item_id, e.item)
+        object.__setattr__(self, "_items", items)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -62,10 +67,11 @@ class EnrolledDelta:
 
     def items(self) -> dict[str, CatalogItem]:
         """Enrolled items by id, in first-enrolment order."""
-        out: dict[str, CatalogItem] = {}
-        for e in self.entries:
-            out.setdefault(e.item.item_id, e.item)
-        return out
+        return dict(self._items)
+
+    def item(self, item_id: str) -> CatalogItem | None:
+        """The enrolled item with this id, or None."""
+        return self._items.get(item_id)
 
     def added(self, item: CatalogItem, unit_vectors: np.ndarray, after_seq: int = 0) -> "EnrolledDelta":
         """A new delta with one more enrolment, numbered after both this delta's last

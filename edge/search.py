@@ -88,6 +88,24 @@ def calibrate_similarity_threshold(similarities: Sequence[float] | np.ndarray, a
     return float(np.sort(s)[::-1][needed - 1])
 
 
+def hit_rate_at_k(results: Sequence[Sequence[Match]], truth: Sequence[str], ks: Sequence[int] = (1, 5),
+                  key: str = "item_id") -> dict[int, float]:
+    """Share of queries whose true answer is among the first k matches, for each k.
+
+    Args:
+        results: the matches of each query, best first (as `search_batch` returns them).
+        truth: the right ``item_id`` (or ``label``, with ``key="label"``) of each query.
+
+    Raises:
+        ConfigError: lengths differ, no queries, a k < 1, or an unknown key.
+    """
+    if len(results) != len(truth) or not truth or min(ks, default=0) < 1 or key not in ("item_id", "label", "sku"):
+        raise ConfigError(f"hit_rate_at_k: {len(results)} results for {len(truth)} answers, ks {tuple(ks)}, "
+                          f"key {key!r} (expected equal non-zero lengths, ks >= 1, key item_id/label/sku)")
+    return {k: sum(t in [getattr(m, key) for m in r[:k]] for r, t in zip(results, truth)) / len(truth)
+            for k in ks}
+
+
 def _group_best(rows: np.ndarray, sims: np.ndarray, item_of_row: Callable[[int], str],
                 best: dict[str, float]) -> None:
     """Fold (rows, sims), best first, into ``best``: item_id -> highest similarity."""
@@ -110,7 +128,13 @@ class _State:
     delta_search: ExactSearch | None
 
     def item(self, item_id: str) -> CatalogItem:
-        return self.catalog.get(item_id) if item_id in self.catalog else self.delta.items()[item_id]
+        """The record of an item of the catalog or the delta (search results name only these)."""
+        if item_id in self.catalog:
+            return self.catalog.get(item_id)
+        found = self.delta.item(item_id)
+        if found is None:
+            raise KeyError(f"item {item_id!r} is in neither the catalog nor the enrolled items")
+        return found
 
 
 class CatalogIndex:
@@ -163,8 +187,10 @@ class CatalogIndex:
         rows = _row_positions(item_ids, catalog, unit.shape[0])
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        previous = _read_spec_quietly(out)
+        folded = previous["folded_through"] if previous else 0
         delta = EnrolledDelta.load(out / ENROLLED_FILE)
-        lost = sorted(set(delta.items()) - {it.item_id for it in catalog}) if delta else []
+        lost = sorted(set(delta.after(folded).items()) - {it.item_id for it in catalog}) if delta else []
         if lost:
             raise ConfigError(f"{out}: {len(lost)} enrolled items are not in the new catalog "
                               f"({', '.join(lost[:5])}); add them (re-embedded) or move {ENROLLED_FILE} away")
@@ -173,11 +199,10 @@ class CatalogIndex:
         if projection is not None:
             unit = projection.apply(unit)
             query_unit = None if query_unit is None else projection.apply(query_unit)
-        previous = _read_spec_quietly(out)
         generation = previous["generation"] + 1 if previous else 0
         spec = _write_generation(out, generation, unit, rows, catalog, projection, model_sha256,
                                  embedding_dimension, options, query_unit,
-                                 folded_through=delta.last_seq if delta else 0, progress=progress)
+                                 folded_through=max(folded, delta.last_seq if delta else 0), progress=progress)
         _commit_spec(out, spec, previous)
         if delta:
             (out / ENROLLED_FILE).unlink(missing_ok=True)
@@ -322,7 +347,7 @@ class CatalogIndex:
             unit = self._projection.apply(unit)
         with self._lock:
             st = self._live()
-            known = st.catalog.get(item.item_id) if item.item_id in st.catalog else st.delta.items().get(item.item_id)
+            known = st.catalog.get(item.item_id) if item.item_id in st.catalog else st.delta.item(item.item_id)
             if known is not None and known != item:
                 raise ConfigError(f"item_id {item.item_id!r} is already in the catalog as {known}; "
                                   f"enrol more photos with the same record, or choose a new item_id")

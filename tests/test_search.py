@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,7 +179,6 @@ def test_item_enrolled_during_a_rebuild_stays_in_the_delta(small):
 
 
 def test_background_rebuild_while_querying(annoy_dir, tmp_path):
-    import shutil
 
     src, directions, _ = annoy_dir
     out = tmp_path / "copy"
@@ -262,7 +261,6 @@ def test_catalog_count_mismatch_is_refused(small):
 
 
 def test_truncated_annoy_file_is_refused(annoy_dir, tmp_path):
-    import shutil
 
     src, _, _ = annoy_dir
     out = tmp_path / "copy"

@@ -10,7 +10,7 @@ from shelfsight.edge.ann import AnnoyBackend, annoy_node_bytes, build_annoy
 from shelfsight.edge.catalog import Catalog, CatalogItem
 from shelfsight.edge.enroll import EnrolledDelta
 from shelfsight.edge.projection import Projection, fit_projection
-from shelfsight.edge.search import calibrate_similarity_threshold
+from shelfsight.edge.search import Match, calibrate_similarity_threshold, hit_rate_at_k
 from shelfsight.edge.tuning import TuningOptions, recall_at_k, recall_lower_bound, tune
 from shelfsight.edge.vectors import ExactSearch, cosine_from_angular, top_rows, unit_rows
 from shelfsight.errors import ConfigError, IndexMismatchError
@@ -187,3 +187,12 @@ def test_enrolled_delta_round_trip(tmp_path):
         EnrolledDelta.load(tmp_path / "enrolled.npz")
     back.after(5).save(tmp_path / "enrolled.npz")  # empty: the file goes
     assert EnrolledDelta.load(tmp_path / "enrolled.npz") is None
+
+
+def test_hit_rate_at_k_on_known_results():
+    a, b, c = (Match(i, "", lab, "", 0.5) for i, lab in (("a", "A"), ("b", "B"), ("c", "A")))
+    results = [[a, b], [b, c], [c, a], []]
+    assert hit_rate_at_k(results, ["a", "a", "a", "a"], ks=(1, 2)) == {1: 0.25, 2: 0.5}
+    assert hit_rate_at_k(results, ["A", "A", "A", "A"], ks=(1, 2), key="label") == {1: 0.5, 2: 0.75}
+    with pytest.raises(ConfigError, match="4 results for 3 answers"):
+        hit_rate_at_k(results, ["a", "b", "c"])
