@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import requests
+import urllib3
 
 from .sync_http import SyncError, SyncSession
 
@@ -67,7 +68,7 @@ def fetch_resumable(session: SyncSession, url: str, dest: Path, expected_size: i
             else:
                 raise DownloadError(f"GET {url}: HTTP {response.status_code}, expected 200 or 206")
             received = _write(response, part, mode, offset, limit, url)
-    except requests.RequestException as e:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
         raise DownloadError(f"GET {url} interrupted: {type(e).__name__}; "
                             f"{part.stat().st_size if part.exists() else 0} bytes kept for resuming") from None
     size = part.stat().st_size
@@ -78,9 +79,14 @@ def fetch_resumable(session: SyncSession, url: str, dest: Path, expected_size: i
 
 
 def _write(response: requests.Response, part: Path, mode: str, offset: int, limit: int, url: str) -> int:
+    """Append the body to ``part`` as it arrives (``read1``: whatever bytes are there), so
+    a connection lost mid-file keeps everything received before it."""
+    encoding = response.headers.get("Content-Encoding", "identity")
+    if encoding != "identity":
+        raise DownloadError(f"GET {url}: Content-Encoding {encoding!r}, expected identity")
     received = 0
     with open(part, mode) as f:
-        for chunk in response.iter_content(CHUNK):
+        while chunk := response.raw.read1(CHUNK):
             received += len(chunk)
             if offset + received > limit:
                 f.close()

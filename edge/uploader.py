@@ -128,6 +128,7 @@ class Uploader:
             held, rejected = parse_answer(self._post({"events": list(batch.events)}), batch.ids)
             acked = self.outbox.ack(held)
             dead = self.outbox.reject(rejected) if rejected else 0
+            log.info("batch done: %d of %d acknowledged", acked, len(batch))
             if dead:
                 log.warning("server rejected %d events as malformed (kept as dead letters)", dead)
         finally:

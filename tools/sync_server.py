@@ -60,6 +60,7 @@ class Faults:
         drop_rate: share of event batches whose connection is closed without an answer.
         slow_rate: share of event batches answered after ``slow_s`` seconds.
         truncate_downloads: the next N bundle file downloads stop halfway.
+        truncate_name: only downloads of this file count ("" for any).
     """
 
     error_rate: float = 0.0
@@ -67,6 +68,7 @@ class Faults:
     slow_rate: float = 0.0
     slow_s: float = 0.0
     truncate_downloads: int = 0
+    truncate_name: str = ""
 
     def __post_init__(self) -> None:
         self.check()
@@ -88,7 +90,8 @@ class Faults:
         old = asdict(self)
         try:
             for name, value in values.items():
-                setattr(self, name, int(value) if name == "truncate_downloads" else float(value))
+                kind = {"truncate_downloads": int, "truncate_name": str}.get(name, float)
+                setattr(self, name, kind(value))
             self.check()
         except (TypeError, ValueError, ConfigError):
             for name, value in old.items():
@@ -349,21 +352,24 @@ async def get_bundle_file(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"no bundle file {name!r}")
     if request.http_range.start:
         state.range_requests += 1
-    if state.faults.truncate_downloads > 0:
+    if state.faults.truncate_downloads > 0 and state.faults.truncate_name in ("", name):
         state.faults.truncate_downloads -= 1
         return await _truncated(request, path)
     return web.FileResponse(path)
 
 
 async def _truncated(request: web.Request, path: Path) -> web.StreamResponse:
-    """Announce the whole file, send the first half, then drop the connection."""
+    """Announce the whole (requested range of the) file, send half of it, then close the
+    connection: what a device sees when the network goes away mid-download."""
     data = path.read_bytes()
-    response = web.StreamResponse(headers={"Content-Length": str(len(data)),
-                                           "Content-Type": "application/octet-stream"})
+    start = request.http_range.start or 0
+    headers = {"Content-Length": str(len(data) - start), "Content-Type": "application/octet-stream"}
+    if start:
+        headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    response = web.StreamResponse(status=206 if start else 200, headers=headers)
     await response.prepare(request)
-    await response.write(data[:len(data) // 2])
-    await asyncio.sleep(0.05)
-    request.transport.abort()
+    await response.write(data[start:start + (len(data) - start) // 2])
+    request.transport.close()
     return response
 
 
@@ -440,6 +446,9 @@ class SyncServer:
         return self._runner.app[STATE]
 
     def start(self) -> "SyncServer":
+        """Listen (once; a second call does nothing). Raises ConfigError if the port is taken."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self._run, name="sync-server", daemon=True)
         self._thread.start()
         self._ready.wait(30)
