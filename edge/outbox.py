@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError, ShelfsightError
 
@@ -132,10 +132,10 @@ class Outbox:
         clock: seconds since the epoch, for ages (tests pass a fake one).
     """
 
-    def __init__(self, path: str | Path, options: OutboxOptions = OutboxOptions(),
-                 clock=time.time) -> None:
+    def __init__(self, path: str | Path, options: OutboxOptions | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self.options = options
+        self.options = options = options or OutboxOptions()
         self._clock = clock
         self._lock = threading.Lock()
         self._inflight: set[str] = set()

@@ -20,7 +20,7 @@ from .uploader import UploadOptions, Uploader
 
 log = logging.getLogger(__name__)
 
-REPORTED_STATUSES = ("updated", "refused", "unhealthy", "rolled_back")
+REPORTED_STATUSES = ("updated", "failed", "refused", "unhealthy", "rolled_back")
 
 
 @dataclass(frozen=True)

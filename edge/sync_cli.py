@@ -14,7 +14,7 @@ import click
 
 from .outbox import DROP_POLICIES, OutboxOptions
 from .sync import SyncConfig, SyncService
-from .sync_http import TOKEN_ENV, BackoffOptions, HttpOptions, SyncError
+from .sync_http import TOKEN_ENV, HttpOptions, SyncError
 from .updates import UpdateOptions
 from .uploader import UploadOptions
 
@@ -61,7 +61,7 @@ def config_from_options(endpoint, outbox, token_file, token_env, ca_bundle, allo
                                    drop_policy=drop_policy)
     if endpoint is None and (outbox is not None or (bundle_store is not None and manifest_url is None)):
         raise click.UsageError("--endpoint is required to upload or to find the manifest")
-    upload = (UploadOptions(endpoint=endpoint, http=http, batch_events=batch_size, backoff=BackoffOptions())
+    upload = (UploadOptions(endpoint=endpoint, http=http, batch_events=batch_size)
               if outbox is not None else None)
     updates = None
     if bundle_store is not None:
@@ -101,8 +101,8 @@ def _run_once(service: SyncService, timeout: float) -> None:
     if service.uploader is not None:
         drained = service.uploader.drain(timeout)
         stats = service.outbox.stats()
-        click.echo(f"outbox: {service.uploader.stats.events_acked} sent, {stats.pending} waiting, "
-                   f"dropped {stats.counters['dropped_oldest'] + stats.counters['refused'] + stats.counters['expired']}")
+        dropped = sum(stats.counters[k] for k in ("dropped_oldest", "refused", "expired"))
+        click.echo(f"outbox: {service.uploader.stats.events_acked} sent, {stats.pending} waiting, dropped {dropped}")
         if not drained:
             raise SyncError(f"{stats.pending} events still waiting after {timeout:g} s; run sync again later")
 

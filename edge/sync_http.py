@@ -157,8 +157,8 @@ class BackoffOptions:
 class Backoff:
     """Exponential backoff with full jitter; ``reset()`` after a success."""
 
-    def __init__(self, options: BackoffOptions = BackoffOptions(), rng: random.Random | None = None) -> None:
-        self.options = options
+    def __init__(self, options: BackoffOptions | None = None, rng: random.Random | None = None) -> None:
+        self.options = options or BackoffOptions()
         self.attempt = 0
         self._rng = rng or random.Random()
 

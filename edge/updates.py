@@ -27,7 +27,6 @@ import json
 import logging
 import shutil
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 ARCHIVE_HEADER = "X-Shelfsight-Archive"
 ARCHIVE_SIZE_HEADER = "X-Shelfsight-Archive-Size"
 MAX_MANIFEST_BYTES = 4 * 1024**2
-STATUSES = ("current", "skipped", "updated", "unavailable", "refused", "unhealthy", "rolled_back")
+STATUSES = ("current", "skipped", "updated", "unavailable", "failed", "refused", "unhealthy", "rolled_back")
 
 HealthCheck = Callable[[Path], None]
 
@@ -181,13 +180,15 @@ class Updater:
             self.store.clear_staging(offer.bundle_id)
             status = e.status if isinstance(e, _Refused) else "refused"
             return self._result(status, offer.bundle_id, str(e))
+        except OSError as e:  # disk full, permissions: the download is kept for next time
+            return self._result("failed", offer.bundle_id, f"local I/O error: {e}")
         if result.status in ("current", "skipped", "updated", "unhealthy", "rolled_back"):
             self._etag = offer.etag  # this exact manifest is settled; ask with If-None-Match
         return result
 
     def _result(self, status: str, bundle_id: str | None, reason: str = "") -> UpdateResult:
         result = UpdateResult(status, bundle_id, self.store.current_id, reason)
-        level = logging.WARNING if status in ("refused", "unhealthy", "rolled_back") else logging.INFO
+        level = logging.WARNING if status in ("failed", "refused", "unhealthy", "rolled_back") else logging.INFO
         log.log(level, "bundle update: %s %s %s", status, bundle_id or "", reason)
         return result
 
@@ -200,16 +201,14 @@ class Updater:
     def _fetch_offer(self) -> _Offer | None:
         url = self.options.manifest_url
         headers = {"If-None-Match": self._etag} if self._etag else {}
-        response = self._get(url, headers=headers)
-        if response.status_code == 304:
-            return None
-        if response.status_code == 404:
-            raise SyncError(f"GET {url}: the server offers no bundle (HTTP 404)")
-        if response.status_code != 200:
-            raise SyncError(f"GET {url}: HTTP {response.status_code}")
-        raw = response.content
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise _Refused("refused", f"manifest is {len(raw)} bytes, limit {MAX_MANIFEST_BYTES}")
+        with self._get(url, headers=headers, stream=True) as response:
+            if response.status_code == 304:
+                return None
+            if response.status_code == 404:
+                raise SyncError(f"GET {url}: the server offers no bundle (HTTP 404)")
+            if response.status_code != 200:
+                raise SyncError(f"GET {url}: HTTP {response.status_code}")
+            raw = self._read_capped(response, url)
         if self._public_key is not None:
             self._verify_signature(raw)
         manifest = _parse_manifest(raw, self.options.max_bundle_bytes)
@@ -224,15 +223,29 @@ class Updater:
         return _Offer(raw, manifest, bundle_id, response.headers.get("ETag"), archive,
                       int(size) if size and size.isdigit() else None)
 
+    @staticmethod
+    def _read_capped(response: requests.Response, url: str) -> bytes:
+        """The body, refusing more than MAX_MANIFEST_BYTES (a manifest is a few KB)."""
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise _Refused("refused", f"manifest from {url} is over {MAX_MANIFEST_BYTES} bytes")
+        except requests.RequestException as e:
+            raise SyncError(f"GET {url} interrupted: {type(e).__name__}") from None
+        return bytes(body)
+
     def _verify_signature(self, raw: bytes) -> None:
         url = self.options.manifest_url + SIGNATURE_SUFFIX
-        response = self._get(url)
-        if response.status_code == 404:
-            raise _Refused("refused", "manifest is not signed but a public key is configured")
-        if response.status_code != 200:
-            raise SyncError(f"GET {url}: HTTP {response.status_code}")
+        with self._get(url, stream=True) as response:
+            if response.status_code == 404:
+                raise _Refused("refused", "manifest is not signed but a public key is configured")
+            if response.status_code != 200:
+                raise SyncError(f"GET {url}: HTTP {response.status_code}")
+            signature = self._read_capped(response, url)
         try:
-            verify(raw, response.content, self._public_key)
+            verify(raw, signature, self._public_key)
         except SignatureError as e:
             raise _Refused("refused", str(e)) from None
 
@@ -241,7 +254,7 @@ class Updater:
         if bundle_id in self.store.refused():
             return self._result("skipped", bundle_id, f"refused earlier: {self.store.refused()[bundle_id]}")
         version = self.store.version_dir(bundle_id)
-        if version.is_dir() and (version / MANIFEST).read_bytes() == offer.raw:
+        if (version / MANIFEST).is_file() and (version / MANIFEST).read_bytes() == offer.raw:
             load_bundle(version)  # a version kept from before: verify it again and switch
         else:
             bundle_dir = self._download(offer)
@@ -291,12 +304,12 @@ class Updater:
     # -- background worker -------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            result = self.check_once()
-            if self.on_result is not None:
-                try:
+            try:
+                result = self.check_once()
+                if self.on_result is not None:
                     self.on_result(result)
-                except Exception:  # a reporting hook must not stop updates
-                    log.exception("bundle update: on_result hook failed")
+            except Exception:  # a bug here must not stop the device; it is logged in full
+                log.exception("bundle update check failed")
             self._stop.wait(self.options.interval_s)
 
     def start(self) -> "Updater":

@@ -196,7 +196,12 @@ class Uploader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            delay = self._step()
+            try:
+                delay = self._step()
+            except Exception as e:  # a bug here must not stop the device; it is logged in full
+                log.exception("sync upload failed")
+                self._record_failure(e)
+                delay = self.backoff.next_delay()
             if delay is not None:
                 self._stop.wait(delay)
 

@@ -95,7 +95,8 @@ def test_sync_server_process_with_admin_faults(tmp_path):
     port = free_port()
     tokens = token_file(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "shelfsight", "sync-server", "--port", str(port),
-                             "--data-dir", str(tmp_path / "data"), "--token-file", str(tokens), "--admin", "--seed", "1"],
+                             "--data-dir", str(tmp_path / "data"), "--token-file", str(tokens),
+                             "--admin", "--seed", "1"],
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,7 +110,8 @@ def test_sync_server_process_with_admin_faults(tmp_path):
                 time.sleep(0.1)
         batch = {"events": [{"id": "a"}, {"id": "b"}, {"id": "x" * 300}]}
         assert requests.post(url + "/v1/events", json=batch, timeout=5).status_code == 401
-        assert requests.post(url + "/v1/admin/faults", json={"error_rate": 1.0}, headers=auth).json()["error_rate"] == 1.0
+        faults = requests.post(url + "/v1/admin/faults", json={"error_rate": 1.0}, headers=auth).json()
+        assert faults["error_rate"] == 1.0
         assert requests.post(url + "/v1/events", json=batch, headers=auth, timeout=5).status_code == 500
         assert requests.post(url + "/v1/admin/faults", json={"error_rate": 2}, headers=auth).status_code == 400
         requests.post(url + "/v1/admin/faults", json={"error_rate": 0}, headers=auth)

@@ -229,6 +229,22 @@ def test_manifest_naming_paths_is_refused_before_download(setup):
     assert not up.store.staging_dir("bundle-b").exists()
 
 
+def test_disk_error_keeps_old_bundle_and_download(setup, monkeypatch):
+    tmp_path, srv, bundle_a, bundle_b = setup
+    up = install_a(tmp_path, srv)
+    srv.state.bundle = bundle_b
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(up.store, "add_version", disk_full)
+    result = up.check_once()
+    assert result.status == "failed" and "No space left on device" in result.reason
+    assert up.store.current_id == "bundle-a"
+    assert (up.store.staging_dir("bundle-b") / "model.tflite").stat().st_size == len(MODEL_B)
+    monkeypatch.undo()
+    assert up.check_once().status == "updated"
+
+
 def test_server_down_is_unavailable(setup):
     tmp_path, srv, bundle_a, bundle_b = setup
     up = install_a(tmp_path, srv)

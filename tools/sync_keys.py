@@ -17,7 +17,9 @@ from ..errors import BundleError
 
 def signature_path(bundle: Path) -> Path:
     """Where the signature of a bundle lives: ``DIR/manifest.json.sig`` or ``ARCHIVE.sig``."""
-    return bundle / (MANIFEST + SIGNATURE_SUFFIX) if bundle.is_dir() else bundle.with_name(bundle.name + SIGNATURE_SUFFIX)
+    if bundle.is_dir():
+        return bundle / (MANIFEST + SIGNATURE_SUFFIX)
+    return bundle.with_name(bundle.name + SIGNATURE_SUFFIX)
 
 
 def manifest_bytes(bundle: Path) -> bytes:
