@@ -9,6 +9,8 @@ import click
 
 from shelfsight.errors import ShelfsightError
 
+from .sync_cli import config_from_options, sync_options
+
 RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
 
 
@@ -84,16 +86,24 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 @click.option("--summary", type=click.Path(), help="Write the run summary as JSON here.")
 @click.option("--show", is_flag=True, help="Preview window with the annotated frame.")
 @runtime_options
+@sync_options
 def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames, reset_frames, min_sharpness,
                 no_quality_gate, jpeg_quality, metrics_port, max_frames, every_frame, summary, show,
-                runtime, threads, delegate):
-    """Recognise products from a camera, stream, video or folder until it ends or SIGTERM."""
+                runtime, threads, delegate, **sync):
+    """Recognise products from a camera, stream, video or folder until it ends or SIGTERM.
+
+    With --outbox, events also go to a durable outbox sent to --endpoint; with
+    --bundle-store, BUNDLE is installed there once and updates from the server are
+    verified, health-checked and swapped in without a restart.
+    """
     from .health import Health
     from .quality import QualityOptions, Roi
+    from .reload import ReloadableRecognizer
     from .runner import RunOptions, run
     from .sinks import make_sinks
     from .smoothing import SmoothingOptions
     from .sources import open_source
+    from .sync import SyncService
 
     options = RunOptions(
         roi=Roi.parse(roi) if roi else None,
@@ -101,13 +111,30 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
         smoothing=SmoothingOptions(stable_frames, reset_frames),
         drop_frames=None if every_frame is None else not every_frame,
         jpeg_quality=jpeg_quality, max_frames=max_frames, show=show)
-    recognizer = _recognizer(bundle, runtime, threads, delegate, top_k, search_k)
+    service = None
+    if sync["outbox"] is not None or sync["bundle_store"] is not None:
+        service = SyncService(config_from_options(**sync))
+        if service.store is not None:
+            if service.store.current is None:
+                service.store.install(bundle)
+            bundle = service.store.current
+    recognizer = ReloadableRecognizer(
+        bundle, lambda path: _recognizer(path, runtime, threads, delegate, top_k, search_k))
+    event_sinks = make_sinks(list(sinks))
+    if service is not None:
+        if service.updater is not None:
+            service.updater.on_update = recognizer.reload
+        if service.outbox is not None:
+            event_sinks.append(service.sink())
+        service.start()
     health = Health()
     server = health.serve(metrics_port) if metrics_port else None
     try:
-        result = run(open_source(source, loop=loop), recognizer, make_sinks(list(sinks)), options, health=health)
+        result = run(open_source(source, loop=loop), recognizer, event_sinks, options, health=health)
     finally:
         recognizer.close()
+        if service is not None:
+            service.stop()
         if server:
             server.close()
     report = result.to_dict()
