@@ -7,7 +7,7 @@
     index.enroll(CatalogItem("new-01", sku="123"), photo_embeddings)   # searchable at once
     index.rebuild_in_background()                         # folds enrolments into a new Annoy file
 
-Shapes: ``vectors`` (N, D) float embeddings from the bundle's model (any length; they are
+Shapes: ``vectors`` (N, D) float embeddings from the bundle's model (any norm; they are
 L2-normalised here), one row per catalog image, ``item_ids`` (N,) naming each row's item;
 queries are (D,) or (B, D). Similarities are cosines of unit vectors (after the optional
 PCA projection), in [-1, 1]; several vectors of one item count once, with their best.
@@ -23,6 +23,9 @@ then replaces the spec)::
     catalog.json      the items (see catalog.py)
     pca.npz           the projection, when built with pca_dim
     enrolled.npz      items enrolled on the device (device state, not in the manifest)
+
+Later generations (a rebuild, or a build over an existing index) name their files
+``index.1.ann``, ``catalog.1.json``, ...; ``index.json`` always names the current ones.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from shelfsight.bundle import file_entry, sha256_file
+from shelfsight.bundle import MANIFEST, file_entry, sha256_file
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .ann import METRIC, AnnoyBackend
@@ -53,6 +56,9 @@ from .vectors import ExactSearch, unit_rows
 FORMAT, VERSION = "shelfsight.index", 1
 SPEC_FILE, ENROLLED_FILE = "index.json", "enrolled.npz"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# names `_names` gives, and the temporary names they are written under
+_GENERATION_FILE = re.compile(r"(index(\.\d+)?\.ann|index_(rows|vectors)(\.\d+)?\.npy|catalog(\.\d+)?\.json"
+                              r"|pca(\.\d+)?\.npz)(\.\d+trees)?(\.tmp)?")
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,7 @@ class CatalogIndex:
         spec = _write_generation(out, generation, unit, rows, catalog, projection, model_sha256,
                                  embedding_dimension, options, query_unit,
                                  folded_through=max(folded, delta.last_seq if delta else 0), progress=progress)
-        _commit_spec(out, spec, previous)
+        _commit_spec(out, spec)
         if delta:
             (out / ENROLLED_FILE).unlink(missing_ok=True)
         return cls.load(out, model_sha256, verify=False)
@@ -247,9 +253,19 @@ class CatalogIndex:
 
     @property
     def files(self) -> list[str]:
-        """Names of the index's files in ``directory`` for the bundle manifest's checksums
-        (the enrolment delta is device state and is not among them)."""
-        return [SPEC_FILE, *self._live().spec["checksums"]]
+        """Names of the current generation's data files, for the bundle manifest's checksums.
+
+        Neither ``index.json`` (its content goes into manifest["index"]) nor the enrolment
+        delta is among them: both change on the device, and a rebuild there must not
+        invalidate a (possibly signed) manifest."""
+        return list(self._live().spec["checksums"])
+
+    def remove_unused_files(self) -> list[str]:
+        """Delete index files of earlier generations (and leftovers of interrupted builds)
+        that neither the current spec nor the bundle's manifest.json lists; returns their
+        names. Call it after rewriting the manifest for a new generation. Assumes no
+        other process is building into this directory."""
+        return _remove_unused(self.directory, self._live().spec)
 
     @property
     def catalog(self) -> Catalog:
@@ -361,10 +377,11 @@ class CatalogIndex:
         """Fold the enrolled items into a new index generation and swap it in.
 
         New files are written beside the current ones; the spec is replaced last
-        (os.replace), then the files of the old generation are removed (processes that
-        still have them mapped keep reading them). Queries keep using the old index until
-        the swap; items enrolled meanwhile stay in the delta. The bundle manifest must then
-        be rewritten by the caller with the new `spec` and `files`.
+        (os.replace), then files of older generations are removed unless the bundle's
+        manifest.json lists them (so the bundle still verifies; processes that have them
+        mapped keep reading them). Queries keep using the old index until the swap; items
+        enrolled meanwhile stay in the delta. A caller that rewrites the manifest with the
+        new `spec` and `files` then calls `remove_unused_files`.
 
         Returns:
             The new spec.
@@ -395,7 +412,7 @@ class CatalogIndex:
             new_state, _ = _open_state(self.directory, spec, projection=self._projection, delta=EnrolledDelta(
                 old["model_sha256"], int(old["dimension"])))
             with self._lock:
-                _commit_spec(self.directory, spec, old)
+                _commit_spec(self.directory, spec)
                 remaining = self._live().delta.after(spec["folded_through"])
                 remaining.save(self.directory / ENROLLED_FILE)
                 self._state = replace(new_state, delta=remaining, delta_search=(
@@ -538,9 +555,8 @@ def _spec(report: TuningReport, generation: int, names: dict[str, str], checksum
     }
 
 
-def _commit_spec(out: Path, spec: dict[str, Any], previous: dict[str, Any] | None) -> None:
-    """Write the spec atomically (the commit point), then remove the previous generation's
-    files that the new spec does not use."""
+def _commit_spec(out: Path, spec: dict[str, Any]) -> None:
+    """Write the spec atomically (the commit point), then remove files no longer used."""
     tmp = out / (SPEC_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(spec, f, indent=1)
@@ -548,9 +564,21 @@ def _commit_spec(out: Path, spec: dict[str, Any], previous: dict[str, Any] | Non
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out / SPEC_FILE)
-    if previous:
-        for name in set(previous.get("checksums", {})) - set(spec["checksums"]):
-            (out / name).unlink(missing_ok=True)
+    _remove_unused(out, spec)
+
+
+def _remove_unused(directory: Path, spec: dict[str, Any]) -> list[str]:
+    keep = set(spec["checksums"])
+    try:
+        keep |= set(json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("files", {}))
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return []  # an unreadable manifest: keep everything rather than guess
+    removed = sorted(p.name for p in directory.iterdir() if _GENERATION_FILE.fullmatch(p.name) and p.name not in keep)
+    for name in removed:
+        (directory / name).unlink(missing_ok=True)
+    return removed
 
 
 def _read_spec(directory: Path) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def test_spec_and_files_for_the_bundle_manifest(small):
                 "model_sha256", "n_trees", "search_k", "recall", "target_recall", "build_seconds", "tuning"):
         assert key in spec
     assert spec["item_count"] == 20 and spec["model_sha256"] == MODEL and spec["pca"] is None
-    assert sorted(index.files) == ["catalog.json", "index.json", "index_rows.npy", "index_vectors.npy"]
+    assert sorted(index.files) == ["catalog.json", "index_rows.npy", "index_vectors.npy"]
     assert json.loads((index.directory / "index.json").read_text()) == spec
 
 
@@ -150,7 +150,7 @@ def test_rebuild_folds_the_delta_and_swaps_files(small):
     assert spec["generation"] == 1 and spec["item_count"] == 21 and spec["vector_count"] == 61
     assert spec["folded_through"] == 1 and index.enrolled == ()
     assert not (index.directory / "enrolled.npz").exists()
-    assert set(index.files) == {"index.json", "catalog.1.json", "index_rows.1.npy", "index_vectors.1.npy"}
+    assert set(index.files) == {"catalog.1.json", "index_rows.1.npy", "index_vectors.1.npy"}
     assert not any((index.directory / f).exists() for f in old_files - set(index.files))
     reopened = CatalogIndex.load(index.directory, MODEL)
     assert reopened.search(new_direction, 1)[0].item_id == "new-2" and reopened.enrolled == ()
@@ -328,6 +328,31 @@ def test_bundle_manifest_locks_index_to_model(tmp_path):
     bundle = load_bundle(root)
     with pytest.raises(BundleError, match="index was built from model sha256"):
         CatalogIndex.load(bundle.root, bundle.model_sha256)
+
+
+def test_rebuild_inside_a_bundle_keeps_it_verifiable(tmp_path):
+    root = tmp_path / "bundle"
+    root.mkdir()
+    (root / "model.tflite").write_bytes(b"model A bytes")
+    (root / "labels.txt").write_text("a\n")
+    manifest = write_manifest(root, new_manifest(model={"file": "model.tflite"},
+                                                 labels={"file": "labels.txt", "count": 1}))
+    model_sha = load_bundle(root).model_sha256
+    directions, vectors, ids, catalog = make_catalog(6, 2)
+    index = CatalogIndex.build(vectors, ids, catalog, root, model_sha)
+    manifest = write_manifest(root, dict(manifest, index=index.spec), files=index.files)
+    shipped = set(index.files)
+    index.enroll(CatalogItem("on-device"), directions[0] + directions[1])
+    index.rebuild()  # on the device: the shipped (maybe signed) manifest is left alone
+    assert all((root / f).exists() for f in shipped)
+    bundle = load_bundle(root)
+    assert CatalogIndex.load(bundle.root, bundle.model_sha256).search(directions[0] + directions[1], 1)[0].item_id \
+        == "on-device"
+    # `shelfsight index --rebuild` style: rewrite the manifest, then drop the old generation
+    files = {n: e for n, e in manifest["files"].items() if n not in shipped}
+    write_manifest(root, dict(manifest, files=files, index=index.spec), files=index.files)
+    assert index.remove_unused_files() == sorted(shipped)
+    assert load_bundle(root).index["generation"] == 1
 
 
 def test_search_modules_import_without_tensorflow(tmp_path):
