@@ -55,6 +55,7 @@ class Recognizer:
         self.top_k, self.search_k = top_k, search_k
         self.unknown_threshold = (unknown_threshold if unknown_threshold is not None
                                   else float(bundle.thresholds.get("unknown_score", 0.0)))
+        self.similarity_threshold = float(bundle.thresholds.get("unknown_similarity", -1.0))
         self.index = None
         if bundle.index and search_k > 0:
             from .search import CatalogIndex
@@ -83,7 +84,8 @@ class Recognizer:
         scores, embedding = self.infer(prepare(frame_bgr, self.spec))
         predictions = top_k(scores, self.labels, self.top_k)
         best = predictions[0]
-        matches = tuple(self.index.search(embedding, self.search_k)) if (search and self.index) else ()
+        matches = (tuple(self.index.search(embedding, self.search_k, min_similarity=self.similarity_threshold))
+                   if (search and self.index) else ())
         label = best.label if best.score >= self.unknown_threshold else None
         return Recognition(label, best.score, predictions, matches, (time.perf_counter() - t0) * 1000.0)
 
@@ -97,6 +99,9 @@ class Recognizer:
         if self.model is not None:
             self.model.close()
             self.model = None
+        if self.index is not None:
+            self.index.close()
+            self.index = None
 
     def __enter__(self) -> "Recognizer":
         return self

@@ -22,9 +22,13 @@ COMMANDS: dict[str, str] = {
     "train": "shelfsight.training.cli:train",
     "eval": "shelfsight.eval_cli:eval_command",
     "export": "shelfsight.export.cli:export",
+    "import-onnx": "shelfsight.export.onnx_cli:import_onnx_command",
     "classify": "shelfsight.edge.cli:classify",
     "run": "shelfsight.edge.cli:run_command",
     "demo": "shelfsight.demo:demo",
+    "index": "shelfsight.edge.index_cli:index",
+    "enroll": "shelfsight.edge.index_cli:enroll",
+    "search": "shelfsight.edge.index_cli:search",
 }
 
 

@@ -1,0 +1,124 @@
+"""Build the bundle's catalog index with the bundle's own model (no TensorFlow).
+
+Catalog images are embedded through the same .tflite the device runs, so queries and
+index vectors come from the same (int8) model. One item per product (SKU, else label);
+several images per item. With a val split, the index is tuned on val queries, a
+similarity threshold for "unknown" is calibrated on them, and item-level recall@1/@5 is
+measured (natural -> catalog images only, and natural -> everything indexed).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from shelfsight.bundle import load_bundle, write_manifest
+from shelfsight.datasets import Dataset, Sample, load_dataset
+from shelfsight.errors import DatasetError
+from shelfsight.images import UnreadableImage, read_image
+
+from .catalog import Catalog, CatalogItem
+from .recognizer import Recognizer
+from .search import CatalogIndex, calibrate_similarity_threshold
+from .vectors import ExactSearch, unit_rows
+
+log = logging.getLogger(__name__)
+
+
+def item_id_of(sample: Sample) -> str:
+    return sample.sku or sample.label
+
+
+def embed_samples(rec: Recognizer, samples, progress: bool = True, desc: str = "embedding"):
+    """Embeddings of the readable samples; returns (vectors, kept samples, skipped count)."""
+    vectors, kept, skipped = [], [], 0
+    for s in tqdm(samples, desc=desc, disable=not progress, leave=False):
+        try:
+            frame = read_image(s.path)
+        except (UnreadableImage, OSError) as e:
+            log.warning("skipped %s", e)
+            skipped += 1
+            continue
+        vectors.append(rec.embed(frame))
+        kept.append(s)
+    dim = rec.model.outputs["embedding"].shape[-1]
+    return (np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)), kept, skipped
+
+
+def catalog_samples(ds: Dataset, include_train: bool) -> list[Sample]:
+    samples = list(ds.catalog)
+    if include_train or not samples:
+        samples += list(ds.samples)
+    return samples
+
+
+def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train: bool = True,
+                target_recall: float = 0.95, pca_dim: int | None = None, accept_share: float = 0.95,
+                backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Embed the catalog of ``catalog_data`` with the bundle's model, index it into the bundle,
+    and update the manifest. Returns a report (counts, tuning, recall, threshold)."""
+    bundle = load_bundle(bundle_path)
+    train = load_dataset(catalog_data, "train")
+    try:
+        val = load_dataset(catalog_data, "val")
+    except DatasetError:
+        val = None
+    with Recognizer(bundle, search_k=0) as rec:
+        samples = catalog_samples(train, include_train)
+        vectors, kept, skipped = embed_samples(rec, samples, progress, "catalog images")
+        if not kept:
+            raise DatasetError(f"{catalog_data}: no readable catalog images ({skipped} skipped)")
+        queries, val_kept = (embed_samples(rec, val.samples, progress, "val queries")[:2] if val else (None, []))
+    items: dict[str, CatalogItem] = {}
+    images: dict[str, list[str]] = {}
+    for s in kept:
+        images.setdefault(item_id_of(s), []).append(str(s.path))
+    for s in kept:
+        iid = item_id_of(s)
+        if iid not in items:
+            extra = {"coarse": s.coarse} if s.coarse else {}
+            items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra)
+    catalog = Catalog(items.values())
+    index = CatalogIndex.build(vectors, [item_id_of(s) for s in kept], catalog, bundle.root, bundle.model_sha256,
+                               target_recall=target_recall, pca_dim=pca_dim,
+                               queries=queries if queries is not None and len(queries) >= 10 else None,
+                               backend=backend, progress=(lambda line: log.info(line)) if progress else None)
+    report: dict[str, Any] = {"catalog_images": len(kept), "items": len(catalog), "skipped_images": skipped}
+    thresholds = dict(bundle.thresholds)
+    if queries is not None and len(queries):
+        truth = [item_id_of(s) for s in val_kept]
+        found = index.search_batch(queries, k=5)
+        report["recall_at_1"] = float(np.mean([bool(m) and m[0].item_id == t for m, t in zip(found, truth)]))
+        report["recall_at_5"] = float(np.mean([t in {x.item_id for x in m} for m, t in zip(found, truth)]))
+        top = np.array([m[0].similarity if m else -1.0 for m in found])
+        thresholds["unknown_similarity"] = calibrate_similarity_threshold(top, accept_share)
+        report["unknown_similarity"] = thresholds["unknown_similarity"]
+        iconic = [i for i, s in enumerate(kept) if s in set(train.catalog)]
+        if iconic:
+            report.update(_recall_against(vectors[iconic], [item_id_of(kept[i]) for i in iconic], queries, truth,
+                                          "iconic_"))
+    spec, index_files = index.spec, list(index.files)
+    index.close()
+    manifest = dict(bundle.manifest, index=spec, thresholds=thresholds)
+    manifest["metrics"] = dict(manifest.get("metrics", {}), search=report)
+    files = [n for n in manifest["files"] if n not in set((bundle.index or {}).get("checksums", {}))] + index_files
+    manifest["files"] = {n: manifest["files"][n] for n in manifest["files"] if n in files}
+    write_manifest(bundle.root, manifest, files)
+    CatalogIndex.load(bundle.root, bundle.model_sha256).remove_unused_files()
+    return report
+
+
+def _recall_against(vectors: np.ndarray, ids: list[str], queries: np.ndarray, truth: list[str],
+                    prefix: str) -> dict[str, float]:
+    """Item-level recall@1/@5 of exact search over a subset of catalog vectors."""
+    search = ExactSearch(unit_rows(vectors, "subset"))
+    hits = search.query_batch(unit_rows(queries, "queries"), min(len(ids), 20))
+    r1, r5 = [], []
+    for (rows, _sims), t in zip(hits, truth):
+        ranked = list(dict.fromkeys(ids[r] for r in rows))
+        r1.append(bool(ranked) and ranked[0] == t)
+        r5.append(t in ranked[:5])
+    return {f"{prefix}recall_at_1": float(np.mean(r1)), f"{prefix}recall_at_5": float(np.mean(r5))}
