@@ -134,3 +134,27 @@ def test_qat_export_loads_and_qat_needs_int8(tiny_run, tmp_path):
     result = export_run(tiny_run, tmp_path / "qat", QuantizationConfig.for_int8(32), qat=QATOptions(epochs=1),
                         progress=False)
     assert health_check(result.bundle)["bundle_id"] == result.manifest["bundle_id"]
+
+
+def _shape_of(value):
+    """The structure of a manifest: keys and value types, not values that change per export."""
+    if isinstance(value, dict):
+        return {k: _shape_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape_of(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_manifest_matches_stored_reference(int8_bundle):
+    """A change to the bundle contract must be deliberate: update tests/data/manifest_reference.json
+    (and schema_version, and the README's bundle section) together."""
+    from pathlib import Path
+
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    shape = _shape_of(manifest)
+    # per-class and per-file maps are keyed by this export's labels and files: compare their value shape only
+    shape["metrics"]["float_comparison"]["per_class_drop_points"] = "dict[label, float]"
+    shape["files"] = "dict[name, {sha256, size}]"
+    shape["provenance"]["run"] = shape["provenance"]["dataset"] = "str"
+    reference = json.loads((Path(__file__).parent / "data" / "manifest_reference.json").read_text())
+    assert shape == reference
