@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "classify": "shelfsight.edge.cli:classify",
     "run": "shelfsight.edge.cli:run_command",
     "demo": "shelfsight.demo:demo",
+    "bench": "shelfsight.tools.bench:bench",
     "index": "shelfsight.edge.index_cli:index",
     "enroll": "shelfsight.edge.index_cli:enroll",
     "search": "shelfsight.edge.index_cli:search",

@@ -1,0 +1,414 @@
+"""`shelfsight bench`: how a bundle behaves on this device, and against the runtimes one
+would run instead.
+
+    shelfsight bench BUNDLE [MODEL.tflite ...] [--variants DIR] [--threads 1,2,4]
+        [--min-time 2] [--warmup 10] [--data DIR --split val]
+        [--compare mediapipe,onnxruntime,tflite] [--out DIR] [--json]
+
+Every measurement (one target, one backend, one thread count, one mode) runs in a fresh
+process (`bench_worker`, or tools/peers/mediapipe_bench.py in the peer environment), so
+load time and peak memory belong to that model alone. All backends time the same input
+pixels. Nothing here imports TensorFlow: only ``--compare tflite`` and the ONNX
+conversion for ``--compare onnxruntime`` do, in their own processes.
+
+Modes: ``invoke`` is `TFLiteModel.run` on prepared pixels (the interpreter's cost, like
+onnxruntime's and tf.lite's); ``frame`` (bundles) is `Recognizer.recognize` on a BGR frame:
+preprocessing, inference, top-k and the unknown threshold, the per-frame cost the device
+pays, and what MediaPipe's ``ImageClassifier.classify`` (its image conversion, inference and
+result post-processing) is compared with.
+
+JSON report (``bench.json``; ``schema`` "shelfsight.bench", ``schema_version`` 1). Keys are
+only ever added within a schema version::
+
+    schema, schema_version, created_at (UTC ISO 8601)
+    device        fingerprint, see bench_device.device_fingerprint: cpu_model, cores_logical,
+                  cores_physical, arch, os, kernel, memory_bytes, python, numpy, opencv,
+                  shelfsight, runtime {name, version}, cpu_governor, cpu_mhz_current,
+                  cpu_mhz_max, temperatures_c {zone: C}, load_average [1, 5, 15 min]
+    options       threads [int], min_time_s, warmup, min_runs, runtime, compare [str],
+                  inputs {source: "synthetic"|"data", data, split, count}
+    targets[]     name, path, kind ("bundle"|"tflite"), model_file, quantization,
+                  input {size [h, w], dtype}, scores_size,
+                  sizes {model_bytes, model_gzip_bytes, bundle_bytes (bundles)}
+      runs[]      backend ("shelfsight"|"onnxruntime"|"tflite"|"mediapipe"), version,
+                  mode ("invoke"|"frame"|"classify"), threads (null: backend default),
+                  threads_note, model_file (what was loaded, e.g. the .onnx),
+                  import_s, load_s, first_ms, warmup {calls, mean_ms},
+                  latency {runs, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms,
+                           outliers, outlier_fence_ms, throughput_fps},
+                  rss {baseline_mb, peak_mb, model_mb}, cpu_per_wall,
+                  top1_agreement (share of inputs with the same top-1 class as shelfsight
+                  invoke at the same threads; null for that run itself), times_ms [every run]
+      ratios[]    backend, mode, threads, against {backend, mode, threads},
+                  p50_ratio, mean_ratio (peer / shelfsight: above 1 = shelfsight faster)
+      mediapipe_target  null or {rule, shelfsight_p50_ms, mediapipe_p50_ms, met}
+      conversions {onnx: {ok, source ("tf2onnx"|"user"), file, tf2onnx, opset, seconds,
+                  bytes, max_abs_diff_scores, top1_agreement} or {ok false, error}}
+      accuracy    null or {data, split, samples, top1, top5, macro_f1, coarse_top1,
+                  skipped_images}  (bundles with --data, via shelfsight.evaluation)
+      search      null or {queries, recall_at_k {"1", "5"}, definition}  (bundles with an index)
+      skipped[]   backend, threads, reason (not installed, or failed: one line)
+
+With ``--out DIR``: bench.json, report.md, latency.png, accuracy.png (when accuracy was
+measured) and onnx/ (converted models).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+from shelfsight.errors import ConfigError, ModelError
+
+from . import bench_compare as peers
+from .bench_device import device_fingerprint
+from .bench_report import markdown_report, plot_accuracy, plot_latency, text_report
+from .bench_stats import TimingOptions, latency_stats
+from .bench_targets import Target, data_inputs, open_targets, synthetic_inputs, variant_paths
+
+SCHEMA, SCHEMA_VERSION = "shelfsight.bench", 1
+RUNTIMES = ("auto", "litert", "tflite_runtime", "tensorflow")
+SEARCH_KS = (1, 5)
+MB = 1e6
+
+
+def default_threads(cores: int | None = None) -> tuple[int, ...]:
+    """1, then powers of two up to the core count, and the core count itself."""
+    n = max(1, cores or os.cpu_count() or 1)
+    out = {1, n}
+    t = 2
+    while t < n:
+        out.add(t)
+        t *= 2
+    return tuple(sorted(out))
+
+
+def parse_threads(text: str | None) -> tuple[int, ...]:
+    """"1,2,4" -> (1, 2, 4); None or "" -> `default_threads()`.
+
+    Raises:
+        ConfigError: not a comma list of integers >= 1.
+    """
+    if not text:
+        return default_threads()
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise ConfigError(f"--threads {text!r}: expected a comma list of integers such as 1,2,4") from None
+    if not values or values[0] < 1:
+        raise ConfigError(f"--threads {text!r}: thread counts must be >= 1")
+    return values
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure and how long.
+
+    Attributes:
+        threads: interpreter thread counts to measure each target at.
+        timing: warm-up, minimum time and minimum runs per measurement.
+        input_count: how many input images every backend cycles through.
+        data, split: dataset for real inputs, accuracy and search recall (None: synthetic inputs).
+        compare: peer backends (see bench_compare.PEERS).
+        runtime: shelfsight's TFLite runtime ("auto" or a name from edge.interpreter).
+    """
+
+    threads: tuple[int, ...] = (1,)
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    input_count: int = 16
+    data: Path | None = None
+    split: str = "val"
+    compare: tuple[str, ...] = ()
+    runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.threads or min(self.threads) < 1:
+            raise ConfigError(f"threads {self.threads} must be one or more counts >= 1")
+        if self.input_count < 1:
+            raise ConfigError(f"input count {self.input_count} must be >= 1")
+        unknown = [c for c in self.compare if c not in peers.PEERS]
+        if unknown:
+            raise ConfigError(f"compare {unknown} unknown, expected any of {', '.join(peers.PEERS)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime {self.runtime!r} unknown, expected one of {', '.join(RUNTIMES)}")
+        if self.data is not None and not Path(self.data).exists():
+            raise ConfigError(f"--data {self.data} not found")
+
+
+def run_record(result: dict[str, Any], mode: str, threads: int | None, model_file: Path,
+               reference_top1: list[int] | None) -> dict[str, Any]:
+    """A worker's result as one ``runs[]`` entry of the report."""
+    stats = latency_stats(result["times_s"])
+    warm = result["warmup_ms"]
+    baseline, peak = result["rss"]["baseline_bytes"], result["rss"]["peak_bytes"]
+    agreement = None
+    if reference_top1 is not None:
+        agreement = float(np.mean(np.asarray(result["top1"]) == np.asarray(reference_top1)))
+    return {"backend": result["backend"], "version": result["version"], "mode": mode, "threads": threads,
+            "threads_note": result.get("threads_note", ""), "model_file": str(model_file),
+            "import_s": result["import_s"], "load_s": result["load_s"], "first_ms": result["first_ms"],
+            "warmup": {"calls": len(warm), "mean_ms": float(np.mean(warm)) if warm else None},
+            "latency": stats.to_dict(),
+            "rss": {"baseline_mb": baseline / MB, "peak_mb": peak / MB, "model_mb": (peak - baseline) / MB},
+            "cpu_per_wall": result["cpu_per_wall"], "top1_agreement": agreement,
+            "times_ms": [round(t * 1e3, 4) for t in result["times_s"]], "top1": result["top1"]}
+
+
+def ratios(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Peer / shelfsight latency ratios at the same threads, and the MediaPipe target check.
+
+    onnxruntime and tf.lite are set against shelfsight invoke at their thread count;
+    MediaPipe (one XNNPACK thread on desktop Linux) against shelfsight frame (bundles) and
+    invoke at the fewest threads measured.
+    """
+    own = {(r["mode"], r["threads"]): r for r in runs if r["backend"] == "shelfsight"}
+    fewest = min((t for _, t in own), default=None)
+    out, goal = [], None
+    for r in runs:
+        if r["backend"] == "shelfsight":
+            continue
+        modes = ("frame", "invoke") if r["backend"] == "mediapipe" else ("invoke",)
+        threads = fewest if r["threads"] is None else r["threads"]
+        for mode in modes:
+            base = own.get((mode, threads))
+            if base is None:
+                continue
+            out.append({"backend": r["backend"], "mode": r["mode"], "threads": r["threads"],
+                        "against": {"backend": "shelfsight", "mode": mode, "threads": threads},
+                        "p50_ratio": r["latency"]["p50_ms"] / base["latency"]["p50_ms"],
+                        "mean_ratio": r["latency"]["mean_ms"] / base["latency"]["mean_ms"]})
+            if r["backend"] == "mediapipe" and goal is None:
+                goal = {"rule": f"shelfsight {mode} p50 <= MediaPipe classify p50 ({threads} thread)",
+                        "shelfsight_p50_ms": base["latency"]["p50_ms"], "mediapipe_p50_ms": r["latency"]["p50_ms"],
+                        "met": base["latency"]["p50_ms"] <= r["latency"]["p50_ms"]}
+    return out, goal
+
+
+def accuracy(target: Target, data: Path, split: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Top-1/top-5 through the edge runtime (shelfsight.evaluation) and, with an index,
+    search recall@k. (None, None) for a bare .tflite (no labels or preprocessing)."""
+    if target.bundle is None:
+        return None, None
+    from shelfsight.evaluation import evaluate
+
+    r = evaluate(target.bundle.root, data, split, progress=False)
+    acc = {"data": str(data), "split": split, "samples": r["samples"], "top1": r["top1"], "top5": r["top5"],
+           "macro_f1": r["macro_f1"], "coarse_top1": r.get("coarse_top1"), "skipped_images": len(r["skipped"])}
+    if not target.bundle.index:
+        return acc, None
+    return acc, search_recall(target, data, split)
+
+
+def search_recall(target: Target, data: Path, split: str) -> dict[str, Any]:
+    """Share of the split's images whose true label is among the labels of the first k
+    catalog matches (hit rate at k), searching the bundle's own index."""
+    from shelfsight.datasets import load_dataset, load_images
+    from shelfsight.edge.search import CatalogIndex, hit_rate_at_k
+    from shelfsight.evaluation import predict_tflite
+
+    bundle = target.bundle
+    loaded = load_images(load_dataset(data, split).samples, bundle.preprocess, bundle.labels, progress=False)
+    _, embeddings = predict_tflite(bundle.model_path, loaded.images)
+    with CatalogIndex.load(bundle.root, bundle.model_sha256) as index:
+        results = index.search_batch(embeddings, k=max(SEARCH_KS))
+    truth = [bundle.labels[i] for i in loaded.label_ids]
+    hits = hit_rate_at_k(results, truth, SEARCH_KS, key="label")
+    return {"queries": len(truth), "recall_at_k": {str(k): v for k, v in hits.items()},
+            "definition": "share of queries whose true label is among the labels of the first k matches"}
+
+
+class Bench:
+    """Runs the measurements of one report; ``say`` gets one progress line per step."""
+
+    def __init__(self, options: BenchOptions, work: Path, onnx_dir: Path, say: Callable[[str], None]):
+        self.options, self.work, self.onnx_dir, self.say = options, work, onnx_dir, say
+
+    def request(self, target: Target, inputs: Path, **extra: Any) -> dict[str, Any]:
+        t = self.options.timing
+        return {"model": str(target.model), "inputs": str(inputs), "scores_size": target.scores_size,
+                "min_time": t.min_time, "warmup": t.warmup, "min_runs": t.min_runs, "runtime": self.options.runtime,
+                **extra}
+
+    def measure(self, target: Target) -> dict[str, Any]:
+        o = self.options
+        inputs = (data_inputs(target, o.data, o.split, o.input_count) if o.data is not None
+                  else synthetic_inputs(target.input_size, o.input_count))
+        inputs_file = self.work / f"{_slug(target.name)}-inputs.npy"
+        np.save(inputs_file, inputs)
+        runs: list[dict[str, Any]] = []
+        skipped: list[peers.Skip] = []
+        reference: dict[int, list[int]] = {}
+        modes = ("invoke", "frame") if target.bundle is not None else ("invoke",)
+        for threads in o.threads:
+            for mode in modes:
+                request = self.request(target, inputs_file, backend="shelfsight", threads=threads, mode=mode,
+                                       bundle=str(target.bundle.root) if target.bundle else None)
+                result = peers.run_json(peers.worker_command(), request)
+                if not result.get("ok"):
+                    raise ModelError(f"{target.name}: shelfsight {mode} on {threads} thread(s) failed: "
+                                     f"{result.get('error')}")
+                reference.setdefault(threads, result["top1"])
+                runs.append(self._done(target, run_record(result, mode, threads, target.model,
+                                                          None if mode == "invoke" else reference[threads])))
+        conversions: dict[str, Any] = {}
+        for backend in o.compare:
+            getattr(self, f"_peer_{backend}")(target, inputs_file, reference, runs, skipped, conversions)
+        rat, goal = ratios(runs)
+        acc, search = accuracy(target, o.data, o.split) if o.data is not None else (None, None)
+        if o.data is not None and target.bundle is None:
+            skipped.append(peers.Skip("accuracy", "needs a bundle (labels and preprocessing), not a bare .tflite"))
+        for r in runs:
+            r.pop("top1")
+        return {"name": target.name, "path": str(target.path), "kind": target.kind, "model_file": str(target.model),
+                "quantization": target.quantization,
+                "input": {"size": list(target.input_size), "dtype": target.input_dtype},
+                "scores_size": target.scores_size, "sizes": target.sizes(), "runs": runs, "ratios": rat,
+                "mediapipe_target": goal, "conversions": conversions, "accuracy": acc, "search": search,
+                "skipped": [s.to_dict() for s in skipped]}
+
+    def _done(self, target: Target, run: dict[str, Any]) -> dict[str, Any]:
+        lat = run["latency"]
+        threads = "default threads" if run["threads"] is None else f"{run['threads']} thread(s)"
+        self.say(f"[{target.name}] {run['backend']} {run['mode']}, {threads}: p50 {lat['p50_ms']:.2f} ms, "
+                 f"p99 {lat['p99_ms']:.2f} ms ({lat['runs']} runs)")
+        return run
+
+    def _peer_runs(self, target: Target, backend: str, model: Path, inputs: Path, reference: dict[int, list[int]],
+                   runs: list, skipped: list) -> None:
+        for threads in self.options.threads:
+            result = peers.run_json(peers.worker_command(),
+                                    self.request(target, inputs, backend=backend, threads=threads, model=str(model)))
+            if result.get("ok"):
+                runs.append(self._done(target, run_record(result, "invoke", threads, model, reference[threads])))
+            else:
+                skipped.append(peers.Skip(backend, f"failed: {result.get('error')}", threads))
+                self.say(f"[{target.name}] {backend} on {threads} thread(s) failed: {result.get('error')}")
+
+    def _peer_onnxruntime(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+        onnx, why = peers.onnx_source(target.model)
+        if onnx is not None:
+            conversions["onnx"] = {"ok": True, "source": "user", "file": str(onnx)}
+        elif why == "convert":
+            onnx = self.onnx_dir / f"{_slug(target.name)}.onnx"
+            self.say(f"[{target.name}] converting to ONNX (tf2onnx)")
+            conv = peers.convert_to_onnx(target.model, onnx, inputs)
+            conversions["onnx"] = {**conv, "source": "tf2onnx", "file": str(onnx)}
+            if not conv.get("ok"):
+                skipped.append(peers.Skip("onnxruntime", f"ONNX conversion failed: {conv.get('error')}"))
+                return
+        else:
+            skipped.append(peers.Skip("onnxruntime", why))
+            self.say(f"[{target.name}] onnxruntime skipped: {why}")
+            return
+        self._peer_runs(target, "onnxruntime", onnx, inputs, reference, runs, skipped)
+
+    def _peer_tflite(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+        missing = peers.module_missing("tflite")
+        if missing:
+            skipped.append(peers.Skip("tflite", missing))
+            self.say(f"[{target.name}] tflite skipped: {missing}")
+            return
+        self._peer_runs(target, "tflite", target.model, inputs, reference, runs, skipped)
+
+    def _peer_mediapipe(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+        python, why = peers.mediapipe_python()
+        if python is None:
+            skipped.append(peers.Skip("mediapipe", why))
+            self.say(f"[{target.name}] mediapipe skipped: {why}")
+            return
+        result = peers.run_json(peers.mediapipe_command(python), self.request(target, inputs, top_k=5))
+        if not result.get("ok"):
+            skipped.append(peers.Skip("mediapipe", f"failed: {result.get('error')}"))
+            self.say(f"[{target.name}] mediapipe failed: {result.get('error')}")
+            return
+        fewest = min(self.options.threads)
+        runs.append(self._done(target, run_record(result, "classify", None, target.model, reference[fewest])))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def run_bench(targets: list[Target], options: BenchOptions, onnx_dir: Path | None = None,
+              say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Measure every target and return the report (see the module docstring for its schema).
+
+    Args:
+        onnx_dir: where converted ONNX models are kept (default: a temporary directory).
+    """
+    device = device_fingerprint(options.runtime)
+    with tempfile.TemporaryDirectory(prefix="shelfsight-bench-") as tmp:
+        bench = Bench(options, Path(tmp), onnx_dir or Path(tmp) / "onnx", say)
+        measured = [bench.measure(t) for t in targets]
+    device["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    source = "data" if options.data is not None else "synthetic"
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device,
+            "options": {"threads": list(options.threads), "min_time_s": options.timing.min_time,
+                        "warmup": options.timing.warmup, "min_runs": options.timing.min_runs,
+                        "runtime": options.runtime, "compare": list(options.compare),
+                        "inputs": {"source": source, "data": str(options.data) if options.data else None,
+                                   "split": options.split if options.data else None, "count": options.input_count}},
+            "targets": measured}
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """bench.json, latency.png, accuracy.png (if any accuracy) and report.md in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "bench.json"}
+    written["json"].write_text(json.dumps(report, indent=1) + "\n")
+    plots = {}
+    if plot_latency(report, out / "latency.png"):
+        plots["Latency distribution"] = "latency.png"
+        written["latency"] = out / "latency.png"
+    if plot_accuracy(report, out / "accuracy.png"):
+        plots["Accuracy against size and latency"] = "accuracy.png"
+        written["accuracy"] = out / "accuracy.png"
+    written["markdown"] = out / "report.md"
+    written["markdown"].write_text(markdown_report(report, plots))
+    return written
+
+
+@click.command("bench")
+@click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--variants", type=click.Path(path_type=Path), help="Also every bundle (subdir with manifest.json) in DIR.")
+@click.option("--threads", help="Comma list of thread counts (default: 1, powers of two, all cores).")
+@click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds of timed runs per measurement.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls after the first one.")
+@click.option("--min-runs", type=int, default=20, show_default=True, help="Timed runs at least, whatever the time.")
+@click.option("--inputs", "input_count", type=int, default=16, show_default=True, help="Input images to cycle through.")
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset: real inputs, top-1/top-5 and search recall.")
+@click.option("--split", default="val", show_default=True, help="Split of --data to use.")
+@click.option("--compare", default="", help="Peers on the same model and inputs: mediapipe,onnxruntime,tflite.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="shelfsight's TFLite runtime.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write bench.json, report.md, plots and converted models here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+def bench(targets: tuple[Path, ...], variants: Path | None, threads: str | None, min_time: float, warmup: int,
+          min_runs: int, input_count: int, data: Path | None, split: str, compare: str, runtime: str,
+          out: Path | None, as_json: bool) -> None:
+    """Benchmark bundles or .tflite files on this device (latency, memory, size, accuracy)."""
+    paths = list(targets) + (variant_paths(variants) if variants else [])
+    if not paths:
+        raise click.UsageError("give at least one TARGET (bundle dir, .tar.gz or .tflite) or --variants DIR")
+    options = BenchOptions(parse_threads(threads), TimingOptions(min_time, warmup, min_runs), input_count, data,
+                           split, peers.parse_compare(compare), runtime)
+    opened = open_targets(paths)
+    say = (lambda line: click.echo(line, err=True))
+    report = run_bench(opened, options, out / "onnx" if out is not None else None, say)
+    if out is not None:
+        written = write_outputs(report, out)
+        say("wrote " + ", ".join(str(p) for p in written.values()))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    else:
+        click.echo(text_report(report))
