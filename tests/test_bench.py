@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from shelfsight.errors import ConfigError
 from shelfsight.tools import bench_backends, bench_compare
-from shelfsight.tools.bench import (SCHEMA, SCHEMA_VERSION, Bench, BenchOptions, default_threads, parse_threads,
-                                    ratios, run_bench, write_outputs)
+from shelfsight.tools.bench import (SCHEMA, SCHEMA_VERSION, Bench, BenchOptions, default_threads, merge_rounds,
+                                    parse_threads, ratios, run_bench, write_outputs)
 from shelfsight.tools.bench_device import cpu_model, device_fingerprint, thermal_zones
 from shelfsight.tools.bench_report import text_report
 from shelfsight.tools.bench_stats import TimingOptions, latency_stats, time_calls
@@ -31,7 +31,7 @@ SIZE = 32
 TOP_KEYS = {"schema", "schema_version", "created_at", "device", "options", "targets"}
 TARGET_KEYS = {"name", "path", "kind", "model_file", "quantization", "input", "scores_size", "sizes", "runs",
                "ratios", "mediapipe_target", "conversions", "accuracy", "search", "skipped"}
-RUN_KEYS = {"backend", "version", "mode", "threads", "threads_note", "model_file", "import_s", "load_s", "first_ms",
+RUN_KEYS = {"backend", "version", "mode", "threads", "threads_note", "model_file", "rounds", "import_s", "load_s", "first_ms",
             "warmup", "latency", "rss", "cpu_per_wall", "top1_agreement", "times_ms"}
 LATENCY_KEYS = {"runs", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "outliers",
                 "outlier_fence_ms", "throughput_fps"}
@@ -149,10 +149,10 @@ def _dummy_target(tmp_path: Path) -> Target:
 
 def test_absent_tensorflow_skips_tflite_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(bench_backends.MODULES, "tflite", ("shelfsight_no_such_module", "tensorflow"))
-    lines, skipped, runs = [], [], []
-    Bench(BenchOptions(), tmp_path, tmp_path, lines.append)._peer_tflite(_dummy_target(tmp_path), tmp_path / "x.npy",
-                                                                        {}, runs, skipped, {})
-    assert runs == []
+    lines, skipped = [], []
+    jobs = Bench(BenchOptions(), tmp_path, tmp_path, lines.append)._peer_tflite(_dummy_target(tmp_path),
+                                                                               tmp_path / "x.npy", skipped, {})
+    assert jobs == []
     assert [s.to_dict() for s in skipped] == [{"backend": "tflite", "threads": None, "reason":
                                                f"shelfsight_no_such_module is not installed in {sys.executable} "
                                                f"(pip install tensorflow)"}]
@@ -162,10 +162,10 @@ def test_absent_tensorflow_skips_tflite_with_one_line(monkeypatch, tmp_path):
 def test_absent_mediapipe_and_peer_env_skip_mediapipe(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_compare, "_importable", lambda module: False)
     monkeypatch.setenv(bench_compare.PEERS_PYTHON_ENV, str(tmp_path / "nowhere" / "python"))
-    skipped, runs = [], []
-    Bench(BenchOptions(), tmp_path, tmp_path, lambda _: None)._peer_mediapipe(_dummy_target(tmp_path),
-                                                                             tmp_path / "x.npy", {}, runs, skipped, {})
-    assert runs == [] and len(skipped) == 1
+    skipped = []
+    jobs = Bench(BenchOptions(), tmp_path, tmp_path, lambda _: None)._peer_mediapipe(_dummy_target(tmp_path),
+                                                                                    tmp_path / "x.npy", skipped, {})
+    assert jobs == [] and len(skipped) == 1
     assert skipped[0].reason == (f"mediapipe is not installed here and there is no peer environment at "
                                  f"{tmp_path / 'nowhere' / 'python'} (bash tools/peers/setup_env.sh)")
 
@@ -186,6 +186,32 @@ def test_worker_failure_comes_back_as_one_line(tmp_path):
     result = bench_compare.run_json(bench_compare.worker_command(), request, timeout=120)
     assert result["ok"] is False
     assert "absent.onnx: onnxruntime cannot load it" in result["error"]
+
+
+def _worker_result(times, load_s, peak) -> dict:
+    return {"ok": True, "backend": "shelfsight", "version": "litert 2.1.0", "import_s": 0.1, "load_s": load_s,
+            "first_ms": load_s * 100, "warmup_ms": [1.0], "times_s": times, "top1": [0, 1], "cpu_per_wall": 1.0,
+            "rss": {"baseline_bytes": 100, "peak_bytes": peak}}
+
+
+def test_rounds_pool_timings_and_keep_the_largest_peak():
+    merged = merge_rounds([_worker_result([0.01, 0.02], 0.3, 500), _worker_result([0.03], 0.1, 700),
+                           _worker_result([0.04], 0.2, 600)])
+    assert merged["rounds"] == 3
+    assert merged["times_s"] == [0.01, 0.02, 0.03, 0.04]
+    assert merged["warmup_ms"] == [1.0, 1.0, 1.0]
+    assert merged["load_s"] == pytest.approx(0.2) and merged["first_ms"] == pytest.approx(20.0)
+    assert merged["rss"] == {"baseline_bytes": 100, "peak_bytes": 700}
+    assert merged["top1"] == [0, 1]
+
+
+def test_rounds_share_the_time_budget(tmp_path):
+    bench = Bench(replace(BenchOptions(timing=TimingOptions(min_time=3.0, warmup=4, min_runs=10)), rounds=4),
+                  tmp_path, tmp_path, lambda _: None)
+    request = bench.request(_dummy_target(tmp_path), tmp_path / "x.npy", backend="shelfsight", threads=1)
+    assert (request["min_time"], request["min_runs"], request["warmup"]) == (0.75, 3, 4)
+    with pytest.raises(ConfigError, match="rounds 0 must be >= 1"):
+        BenchOptions(rounds=0)
 
 
 # ---- ratios and targets ---------------------------------------------------------------
@@ -273,7 +299,8 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return root
 
 
-QUICK = BenchOptions(threads=(1,), timing=TimingOptions(min_time=0.05, warmup=1, min_runs=3), input_count=2)
+QUICK = BenchOptions(threads=(1,), timing=TimingOptions(min_time=0.05, warmup=1, min_runs=3), input_count=2,
+                     rounds=1)
 
 
 def _check_schema(report: dict) -> None:
@@ -285,24 +312,26 @@ def _check_schema(report: dict) -> None:
         for run in target["runs"]:
             assert set(run) == RUN_KEYS
             assert set(run["latency"]) == LATENCY_KEYS
-            assert run["latency"]["runs"] == len(run["times_ms"]) >= 3
+            assert run["latency"]["runs"] == len(run["times_ms"]) >= 2
             assert run["latency"]["p50_ms"] <= run["latency"]["p90_ms"] <= run["latency"]["p99_ms"]
 
 
 @pytest.mark.slow
 def test_report_on_a_tiny_bundle_with_accuracy(tiny_bundle, tmp_path):
-    report = run_bench([open_target(tiny_bundle)], replace(QUICK, data=SAMPLE))
+    report = run_bench([open_target(tiny_bundle)], replace(QUICK, data=SAMPLE, rounds=2))
     _check_schema(report)
     json.dumps(report, allow_nan=False)
     target = report["targets"][0]
     assert [(r["backend"], r["mode"], r["threads"]) for r in target["runs"]] == [
         ("shelfsight", "invoke", 1), ("shelfsight", "frame", 1)]
     assert target["runs"][1]["top1_agreement"] == 1.0
+    assert [r["rounds"] for r in target["runs"]] == [2, 2]
     assert target["input"] == {"size": [SIZE, SIZE], "dtype": "uint8"}
     assert target["sizes"]["model_bytes"] == (tiny_bundle / "model.tflite").stat().st_size
     assert 0 < target["sizes"]["model_gzip_bytes"] < target["sizes"]["model_bytes"]
     assert target["accuracy"]["samples"] == len((SAMPLE / "val.txt").read_text().splitlines())
     assert 0.0 <= target["accuracy"]["top1"] <= target["accuracy"]["top5"] <= 1.0
+    assert report["options"]["rounds"] == 2
     assert report["options"]["inputs"] == {"source": "data", "data": str(SAMPLE), "split": "val", "count": 2}
     written = write_outputs(report, tmp_path / "out")
     assert {p.name for p in written.values()} == {"bench.json", "latency.png", "accuracy.png", "report.md"}
@@ -361,7 +390,7 @@ print(json.dumps({"heavy": heavy, "ok": result["ok"]}))
                "threads": 1, "mode": "frame", "bundle": str(tiny_bundle), "min_time": 0, "warmup": 0, "min_runs": 2}
     (tmp_path / "req.json").write_text(json.dumps(request))
     args = ["bench", str(tiny_bundle), "--threads", "1", "--min-time", "0", "--warmup", "0", "--min-runs", "3",
-            "--inputs", "2", "--out", str(tmp_path / "out")]
+            "--rounds", "1", "--inputs", "2", "--out", str(tmp_path / "out")]
     out = subprocess.run([sys.executable, "-c", script, *args, str(tmp_path / "req.json")], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -376,7 +405,7 @@ def test_cli_prints_json_and_user_errors_in_one_line(tiny_bundle, tmp_path):
 
     runner = CliRunner()
     result = runner.invoke(cli, ["bench", str(tiny_bundle), "--threads", "1", "--min-time", "0", "--warmup", "0",
-                                 "--min-runs", "3", "--inputs", "1", "--json"])
+                                 "--min-runs", "3", "--rounds", "1", "--inputs", "1", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     _check_schema(report)

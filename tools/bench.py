@@ -2,12 +2,14 @@
 would run instead.
 
     shelfsight bench BUNDLE [MODEL.tflite ...] [--variants DIR] [--threads 1,2,4]
-        [--min-time 2] [--warmup 10] [--data DIR --split val]
+        [--min-time 2] [--warmup 10] [--rounds 3] [--data DIR --split val]
         [--compare mediapipe,onnxruntime,tflite] [--out DIR] [--json]
 
-Every measurement (one target, one backend, one thread count, one mode) runs in a fresh
-process (`bench_worker`, or tools/peers/mediapipe_bench.py in the peer environment), so
-load time and peak memory belong to that model alone. All backends time the same input
+Every measurement (one target, one backend, one thread count, one mode) runs in fresh
+processes (`bench_worker`, or tools/peers/mediapipe_bench.py in the peer environment), so
+load time and peak memory belong to that model alone, in ``--rounds`` interleaved rounds
+(every measurement once, then again) that share ``--min-time`` and ``--min-runs``, so that
+a change in the machine's load is spread over all backends. All backends time the same input
 pixels. Nothing here imports TensorFlow: only ``--compare tflite`` and the ONNX
 conversion for ``--compare onnxruntime`` do, in their own processes.
 
@@ -25,18 +27,18 @@ only ever added within a schema version::
                   cores_physical, arch, os, kernel, memory_bytes, python, numpy, opencv,
                   shelfsight, runtime {name, version}, cpu_governor, cpu_mhz_current,
                   cpu_mhz_max, temperatures_c {zone: C}, load_average [1, 5, 15 min]
-    options       threads [int], min_time_s, warmup, min_runs, runtime, compare [str],
+    options       threads [int], rounds, min_time_s, warmup, min_runs, runtime, compare [str],
                   inputs {source: "synthetic"|"data", data, split, count}
     targets[]     name, path, kind ("bundle"|"tflite"), model_file, quantization,
                   input {size [h, w], dtype}, scores_size,
                   sizes {model_bytes, model_gzip_bytes, bundle_bytes (bundles)}
       runs[]      backend ("shelfsight"|"onnxruntime"|"tflite"|"mediapipe"), version,
                   mode ("invoke"|"frame"|"classify"), threads (null: backend default),
-                  threads_note, model_file (what was loaded, e.g. the .onnx),
-                  import_s, load_s, first_ms, warmup {calls, mean_ms},
+                  threads_note, model_file (what was loaded, e.g. the .onnx), rounds,
+                  import_s, load_s, first_ms (medians over rounds), warmup {calls, mean_ms},
                   latency {runs, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms,
                            outliers, outlier_fence_ms, throughput_fps},
-                  rss {baseline_mb, peak_mb, model_mb}, cpu_per_wall,
+                  rss {baseline_mb, peak_mb (largest round), model_mb}, cpu_per_wall,
                   top1_agreement (share of inputs with the same top-1 class as shelfsight
                   invoke at the same threads; null for that run itself), times_ms [every run]
       ratios[]    backend, mode, threads, against {backend, mode, threads},
@@ -119,6 +121,8 @@ class BenchOptions:
         data, split: dataset for real inputs, accuracy and search recall (None: synthetic inputs).
         compare: peer backends (see bench_compare.PEERS).
         runtime: shelfsight's TFLite runtime ("auto" or a name from edge.interpreter).
+        rounds: interleaved rounds per measurement (timing.min_time and min_runs are split
+            over them).
     """
 
     threads: tuple[int, ...] = (1,)
@@ -128,8 +132,11 @@ class BenchOptions:
     split: str = "val"
     compare: tuple[str, ...] = ()
     runtime: str = "auto"
+    rounds: int = 3
 
     def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"rounds {self.rounds} must be >= 1")
         if not self.threads or min(self.threads) < 1:
             raise ConfigError(f"threads {self.threads} must be one or more counts >= 1")
         if self.input_count < 1:
@@ -154,6 +161,7 @@ def run_record(result: dict[str, Any], mode: str, threads: int | None, model_fil
         agreement = float(np.mean(np.asarray(result["top1"]) == np.asarray(reference_top1)))
     return {"backend": result["backend"], "version": result["version"], "mode": mode, "threads": threads,
             "threads_note": result.get("threads_note", ""), "model_file": str(model_file),
+            "rounds": result.get("rounds", 1),
             "import_s": result["import_s"], "load_s": result["load_s"], "first_ms": result["first_ms"],
             "warmup": {"calls": len(warm), "mean_ms": float(np.mean(warm)) if warm else None},
             "latency": stats.to_dict(),
@@ -225,17 +233,48 @@ def search_recall(target: Target, data: Path, split: str) -> dict[str, Any]:
             "definition": "share of queries whose true label is among the labels of the first k matches"}
 
 
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One measurement: a worker command and its request, run once per round."""
+
+    backend: str
+    mode: str
+    threads: int | None
+    model: Path
+    command: tuple[str, ...]
+    request: dict[str, Any]
+
+
+def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One worker result from several rounds: timings pooled in round order, load and first
+    call as the median of the rounds, peak memory as the largest."""
+    first = results[0]
+    return {**first, "rounds": len(results), "times_s": [t for r in results for t in r["times_s"]],
+            "warmup_ms": [t for r in results for t in r["warmup_ms"]],
+            "load_s": float(np.median([r["load_s"] for r in results])),
+            "import_s": float(np.median([r["import_s"] for r in results])),
+            "first_ms": float(np.median([r["first_ms"] for r in results])),
+            "cpu_per_wall": float(np.mean([r["cpu_per_wall"] for r in results])),
+            "rss": {"baseline_bytes": int(np.median([r["rss"]["baseline_bytes"] for r in results])),
+                    "peak_bytes": max(r["rss"]["peak_bytes"] for r in results)}}
+
+
 class Bench:
-    """Runs the measurements of one report; ``say`` gets one progress line per step."""
+    """Runs the measurements of one report; ``say`` gets one progress line per step.
+
+    The jobs of a target run in ``rounds`` interleaved rounds (every job once, then again),
+    each a fresh process timing ``min_time / rounds`` seconds, so that a change in the
+    machine's load spreads over all backends instead of landing on one.
+    """
 
     def __init__(self, options: BenchOptions, work: Path, onnx_dir: Path, say: Callable[[str], None]):
         self.options, self.work, self.onnx_dir, self.say = options, work, onnx_dir, say
 
     def request(self, target: Target, inputs: Path, **extra: Any) -> dict[str, Any]:
-        t = self.options.timing
+        t, rounds = self.options.timing, self.options.rounds
         return {"model": str(target.model), "inputs": str(inputs), "scores_size": target.scores_size,
-                "min_time": t.min_time, "warmup": t.warmup, "min_runs": t.min_runs, "runtime": self.options.runtime,
-                **extra}
+                "min_time": t.min_time / rounds, "warmup": t.warmup, "min_runs": -(-t.min_runs // rounds),
+                "runtime": self.options.runtime, **extra}
 
     def measure(self, target: Target) -> dict[str, Any]:
         o = self.options
@@ -243,30 +282,27 @@ class Bench:
                   else synthetic_inputs(target.input_size, o.input_count))
         inputs_file = self.work / f"{_slug(target.name)}-inputs.npy"
         np.save(inputs_file, inputs)
-        runs: list[dict[str, Any]] = []
         skipped: list[peers.Skip] = []
-        reference: dict[int, list[int]] = {}
-        modes = ("invoke", "frame") if target.bundle is not None else ("invoke",)
-        for threads in o.threads:
-            for mode in modes:
-                request = self.request(target, inputs_file, backend="shelfsight", threads=threads, mode=mode,
-                                       bundle=str(target.bundle.root) if target.bundle else None)
-                result = peers.run_json(peers.worker_command(), request)
-                if not result.get("ok"):
-                    raise ModelError(f"{target.name}: shelfsight {mode} on {threads} thread(s) failed: "
-                                     f"{result.get('error')}")
-                reference.setdefault(threads, result["top1"])
-                runs.append(self._done(target, run_record(result, mode, threads, target.model,
-                                                          None if mode == "invoke" else reference[threads])))
         conversions: dict[str, Any] = {}
+        jobs = self._own_jobs(target, inputs_file)
         for backend in o.compare:
-            getattr(self, f"_peer_{backend}")(target, inputs_file, reference, runs, skipped, conversions)
+            jobs += getattr(self, f"_peer_{backend}")(target, inputs_file, skipped, conversions)
+        results = self._run_rounds(target, jobs, skipped)
+        reference = {j.threads: results[j]["top1"] for j in jobs if j.backend == "shelfsight" and j.mode == "invoke"}
+        fewest = min(o.threads)
+        runs = []
+        for job in jobs:
+            if job not in results:
+                continue
+            own_reference = job.backend == "shelfsight" and job.mode == "invoke"
+            ref = None if own_reference else reference[fewest if job.threads is None else job.threads]
+            run = run_record(results[job], job.mode, job.threads, job.model, ref)
+            run.pop("top1")
+            runs.append(run)
         rat, goal = ratios(runs)
         acc, search = accuracy(target, o.data, o.split) if o.data is not None else (None, None)
         if o.data is not None and target.bundle is None:
             skipped.append(peers.Skip("accuracy", "needs a bundle (labels and preprocessing), not a bare .tflite"))
-        for r in runs:
-            r.pop("top1")
         return {"name": target.name, "path": str(target.path), "kind": target.kind, "model_file": str(target.model),
                 "quantization": target.quantization,
                 "input": {"size": list(target.input_size), "dtype": target.input_dtype},
@@ -274,25 +310,42 @@ class Bench:
                 "mediapipe_target": goal, "conversions": conversions, "accuracy": acc, "search": search,
                 "skipped": [s.to_dict() for s in skipped]}
 
-    def _done(self, target: Target, run: dict[str, Any]) -> dict[str, Any]:
-        lat = run["latency"]
-        threads = "default threads" if run["threads"] is None else f"{run['threads']} thread(s)"
-        self.say(f"[{target.name}] {run['backend']} {run['mode']}, {threads}: p50 {lat['p50_ms']:.2f} ms, "
-                 f"p99 {lat['p99_ms']:.2f} ms ({lat['runs']} runs)")
-        return run
+    def _run_rounds(self, target: Target, jobs: list[Job], skipped: list[peers.Skip]) -> dict[Job, dict[str, Any]]:
+        done: dict[Job, list[dict[str, Any]]] = {job: [] for job in jobs}
+        failed: set[Job] = set()
+        for round_no in range(self.options.rounds):
+            for job in jobs:
+                if job in failed:
+                    continue
+                result = peers.run_json(list(job.command), job.request)
+                where = f"{job.backend} {job.mode}, " + ("default threads" if job.threads is None
+                                                          else f"{job.threads} thread(s)")
+                if not result.get("ok"):
+                    if job.backend == "shelfsight":
+                        raise ModelError(f"{target.name}: shelfsight {where} failed: {result.get('error')}")
+                    failed.add(job)
+                    skipped.append(peers.Skip(job.backend, f"failed: {result.get('error')}", job.threads))
+                    self.say(f"[{target.name}] {where} failed: {result.get('error')}")
+                    continue
+                done[job].append(result)
+                stats = latency_stats(result["times_s"])
+                self.say(f"[{target.name}] round {round_no + 1}/{self.options.rounds} {where}: "
+                         f"p50 {stats.p50_ms:.2f} ms, p99 {stats.p99_ms:.2f} ms ({stats.runs} runs)")
+        return {job: merge_rounds(rs) for job, rs in done.items() if rs and job not in failed}
 
-    def _peer_runs(self, target: Target, backend: str, model: Path, inputs: Path, reference: dict[int, list[int]],
-                   runs: list, skipped: list) -> None:
-        for threads in self.options.threads:
-            result = peers.run_json(peers.worker_command(),
-                                    self.request(target, inputs, backend=backend, threads=threads, model=str(model)))
-            if result.get("ok"):
-                runs.append(self._done(target, run_record(result, "invoke", threads, model, reference[threads])))
-            else:
-                skipped.append(peers.Skip(backend, f"failed: {result.get('error')}", threads))
-                self.say(f"[{target.name}] {backend} on {threads} thread(s) failed: {result.get('error')}")
+    def _own_jobs(self, target: Target, inputs: Path) -> list[Job]:
+        modes = ("invoke", "frame") if target.bundle is not None else ("invoke",)
+        bundle = str(target.bundle.root) if target.bundle else None
+        return [Job("shelfsight", mode, threads, target.model, tuple(peers.worker_command()),
+                    self.request(target, inputs, backend="shelfsight", threads=threads, mode=mode, bundle=bundle))
+                for threads in self.options.threads for mode in modes]
 
-    def _peer_onnxruntime(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+    def _worker_jobs(self, target: Target, backend: str, model: Path, inputs: Path) -> list[Job]:
+        return [Job(backend, "invoke", threads, model, tuple(peers.worker_command()),
+                    self.request(target, inputs, backend=backend, threads=threads, model=str(model)))
+                for threads in self.options.threads]
+
+    def _peer_onnxruntime(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         onnx, why = peers.onnx_source(target.model)
         if onnx is not None:
             conversions["onnx"] = {"ok": True, "source": "user", "file": str(onnx)}
@@ -303,34 +356,30 @@ class Bench:
             conversions["onnx"] = {**conv, "source": "tf2onnx", "file": str(onnx)}
             if not conv.get("ok"):
                 skipped.append(peers.Skip("onnxruntime", f"ONNX conversion failed: {conv.get('error')}"))
-                return
+                self.say(f"[{target.name}] onnxruntime skipped: ONNX conversion failed: {conv.get('error')}")
+                return []
         else:
             skipped.append(peers.Skip("onnxruntime", why))
             self.say(f"[{target.name}] onnxruntime skipped: {why}")
-            return
-        self._peer_runs(target, "onnxruntime", onnx, inputs, reference, runs, skipped)
+            return []
+        return self._worker_jobs(target, "onnxruntime", onnx, inputs)
 
-    def _peer_tflite(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+    def _peer_tflite(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         missing = peers.module_missing("tflite")
         if missing:
             skipped.append(peers.Skip("tflite", missing))
             self.say(f"[{target.name}] tflite skipped: {missing}")
-            return
-        self._peer_runs(target, "tflite", target.model, inputs, reference, runs, skipped)
+            return []
+        return self._worker_jobs(target, "tflite", target.model, inputs)
 
-    def _peer_mediapipe(self, target: Target, inputs: Path, reference, runs, skipped, conversions) -> None:
+    def _peer_mediapipe(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         python, why = peers.mediapipe_python()
         if python is None:
             skipped.append(peers.Skip("mediapipe", why))
             self.say(f"[{target.name}] mediapipe skipped: {why}")
-            return
-        result = peers.run_json(peers.mediapipe_command(python), self.request(target, inputs, top_k=5))
-        if not result.get("ok"):
-            skipped.append(peers.Skip("mediapipe", f"failed: {result.get('error')}"))
-            self.say(f"[{target.name}] mediapipe failed: {result.get('error')}")
-            return
-        fewest = min(self.options.threads)
-        runs.append(self._done(target, run_record(result, "classify", None, target.model, reference[fewest])))
+            return []
+        return [Job("mediapipe", "classify", None, target.model, tuple(peers.mediapipe_command(python)),
+                    self.request(target, inputs, top_k=5))]
 
 
 def _slug(name: str) -> str:
@@ -352,7 +401,8 @@ def run_bench(targets: list[Target], options: BenchOptions, onnx_dir: Path | Non
     source = "data" if options.data is not None else "synthetic"
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device,
-            "options": {"threads": list(options.threads), "min_time_s": options.timing.min_time,
+            "options": {"threads": list(options.threads), "rounds": options.rounds,
+                        "min_time_s": options.timing.min_time,
                         "warmup": options.timing.warmup, "min_runs": options.timing.min_runs,
                         "runtime": options.runtime, "compare": list(options.compare),
                         "inputs": {"source": source, "data": str(options.data) if options.data else None,
@@ -381,9 +431,11 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
 @click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--variants", type=click.Path(path_type=Path), help="Also every bundle (subdir with manifest.json) in DIR.")
 @click.option("--threads", help="Comma list of thread counts (default: 1, powers of two, all cores).")
-@click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds of timed runs per measurement.")
+@click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds of timed runs per measurement, over all rounds.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls after the first one.")
 @click.option("--min-runs", type=int, default=20, show_default=True, help="Timed runs at least, whatever the time.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds per measurement (fairer on a busy machine).")
 @click.option("--inputs", "input_count", type=int, default=16, show_default=True, help="Input images to cycle through.")
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset: real inputs, top-1/top-5 and search recall.")
 @click.option("--split", default="val", show_default=True, help="Split of --data to use.")
@@ -394,14 +446,14 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
               help="Write bench.json, report.md, plots and converted models here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 def bench(targets: tuple[Path, ...], variants: Path | None, threads: str | None, min_time: float, warmup: int,
-          min_runs: int, input_count: int, data: Path | None, split: str, compare: str, runtime: str,
+          min_runs: int, rounds: int, input_count: int, data: Path | None, split: str, compare: str, runtime: str,
           out: Path | None, as_json: bool) -> None:
     """Benchmark bundles or .tflite files on this device (latency, memory, size, accuracy)."""
     paths = list(targets) + (variant_paths(variants) if variants else [])
     if not paths:
         raise click.UsageError("give at least one TARGET (bundle dir, .tar.gz or .tflite) or --variants DIR")
     options = BenchOptions(parse_threads(threads), TimingOptions(min_time, warmup, min_runs), input_count, data,
-                           split, peers.parse_compare(compare), runtime)
+                           split, peers.parse_compare(compare), runtime, rounds)
     opened = open_targets(paths)
     say = (lambda line: click.echo(line, err=True))
     report = run_bench(opened, options, out / "onnx" if out is not None else None, say)
