@@ -10,11 +10,8 @@ import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from shelfsight import bundle as bundle_format
 from shelfsight.datasets import load_dataset, load_images
@@ -23,6 +20,7 @@ from shelfsight.evaluation import predict_tflite
 from shelfsight.metrics import classification_report
 from shelfsight.preprocess import PreprocessSpec
 
+from .bundle_writer import embed_metadata, model_section, prepare_bundle_dir, tool_versions
 from .guard import GuardReport, compare
 from .options import PruneOptions, QATOptions, QuantizationConfig
 
@@ -90,17 +88,12 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
                                      progress=progress)
     tflite = to_tflite(model, quantization, calibration=train_images.images, quantize_aware=bool(qat))
 
-    out = Path(out)
-    if out.exists() and not (out / bundle_format.MANIFEST).is_file() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not a bundle; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.iterdir():  # re-export replaces the bundle; index files would be stale
-        if stale.is_file():
-            stale.unlink()
+    out = prepare_bundle_dir(out)  # re-export replaces the bundle; index files would be stale
     model_path = out / bundle_format.MODEL_FILE
     model_path.write_bytes(tflite)
     (out / bundle_format.LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
-    _embed_metadata(model_path, labels, spec, config)
+    embed_metadata(model_path, labels, name=f"shelfsight {config['model']['backbone']}",
+                   description="Retail product classifier with an embedding output for similarity search")
 
     metrics: dict[str, Any] = {}
     guard = None
@@ -116,7 +109,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
                    "unknown_accept_share": report["unknown_accept_share"], "float_comparison": guard.to_dict()}
 
     manifest = bundle_format.new_manifest(
-        model=_model_section(model_path, quantization),
+        model=model_section(model_path, quantization.mode),
         labels={"file": bundle_format.LABELS_FILE, "count": len(labels)},
         preprocess=spec.to_dict(),
         thresholds=thresholds,
@@ -127,7 +120,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
                     "dataset_fingerprint": config.get("dataset_fingerprint"),
                     "pruning": ({**asdict(prune), "achieved": sparsity} if prune else None),
                     "qat": asdict(qat) if qat else None,
-                    "tools": _versions()},
+                    "tools": tool_versions()},
     )
     manifest = bundle_format.write_manifest(out, manifest)
     if guard and guard.failing:
@@ -139,41 +132,3 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
         log.warning("classes losing more than %.0f points after %s: %s (try --qat)", margin, quantization.mode, names)
     archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
     return ExportResult(out, archive_path, manifest, guard)
-
-
-def _embed_metadata(model_path: Path, labels, spec: PreprocessSpec, config: dict) -> None:
-    try:
-        from .metadata import write_metadata
-    except ImportError as e:  # the metadata writer needs tflite-support's schema modules
-        log.warning("TFLite metadata not embedded (%s)", e)
-        return
-    data = write_metadata(model_path.read_bytes(), labels, input_mean=[0.0] * 3, input_std=[1.0] * 3,
-                          name=f"shelfsight {config['model']['backbone']}", version="1",
-                          description="Retail product classifier with an embedding output for similarity search",
-                          author="shelfsight", license="see bundle provenance")
-    model_path.write_bytes(data)
-
-
-def _model_section(model_path: Path, quantization: QuantizationConfig) -> dict[str, Any]:
-    from shelfsight.edge.interpreter import TFLiteModel
-
-    m = TFLiteModel(model_path, threads=1)
-
-    def tensor(t):
-        return {"name": t.name, "shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
-                "quantization": {"scale": t.scale, "zero_point": t.zero_point} if t.scale else None}
-
-    section = {"file": bundle_format.MODEL_FILE, "format": "tflite", "quantization": quantization.mode,
-               "input": tensor(m.input), "outputs": {name: tensor(t) for name, t in m.outputs.items()}}
-    m.close()
-    return section
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("shelfsight", "tensorflow", "tf-keras", "tensorflow-model-optimization"):
-        try:
-            out[pkg] = version(pkg)
-        except Exception:
-            out[pkg] = "unknown"
-    return out
