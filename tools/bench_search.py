@@ -11,7 +11,8 @@ tree or graph index. The Annoy index is tuned exactly as `CatalogIndex.build` tu
 (target recall@10, size budget, held-out catalog sample), then measured on the
 evaluation queries: build time, file size, single-query latency p50/p99 (warm-up,
 time.perf_counter), recall@10 against exact search, and exact numpy single-query latency
-on the same vectors. Writes DIR/bench_search.json and prints a table.
+on the same vectors (the two timed alternately, query by query, so that other load on
+the machine slows both alike). Writes DIR/bench_search.json and prints a table.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shelfsight.edge.ann import AnnoyBackend
-from shelfsight.edge.tuning import TuningOptions, query_latencies, recall_at_k, tune
+from shelfsight.edge.tuning import TuningOptions, paired_latencies, recall_at_k, tune
 from shelfsight.edge.vectors import ExactSearch, unit_rows
 
 SPREAD = 0.75  # norm of a vector's offset from its centre: cosine to the centre ~ 1/sqrt(1 + 0.75^2) = 0.8
@@ -94,10 +95,8 @@ def bench_size(n: int, data: ClusteredVectors, n_queries: int, options: TuningOp
     k = options.k
     recall = recall_at_k([backend.query(q, k)[0] for q in queries], truth)
     say("timing single queries")
-    annoy_t = query_latencies(lambda q: backend.query(q, k), queries, min_seconds=min_seconds, warmup=50,
-                              min_runs=200)
-    exact_t = query_latencies(lambda q: exact.query(q, k), queries, min_seconds=min_seconds, warmup=10,
-                              min_runs=50)
+    annoy_t, exact_t = paired_latencies([lambda q: backend.query(q, k), lambda q: exact.query(q, k)], queries,
+                                        min_seconds=min_seconds, warmup=20, min_runs=200)
     backend.close()
     size = path.stat().st_size
     path.unlink()
