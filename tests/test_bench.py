@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from shelfsight.errors import ConfigError
 from shelfsight.tools import bench_backends, bench_compare
-from shelfsight.tools.bench import (SCHEMA, SCHEMA_VERSION, Bench, BenchOptions, default_threads, merge_rounds,
-                                    parse_threads, ratios, run_bench, write_outputs)
+from shelfsight.tools.bench import (SCHEMA, SCHEMA_VERSION, SLICE_REWARM, Bench, BenchOptions, default_threads,
+                                    merge_slices, parse_threads, ratios, run_bench, write_outputs)
 from shelfsight.tools.bench_device import cpu_model, device_fingerprint, thermal_zones
 from shelfsight.tools.bench_report import text_report
 from shelfsight.tools.bench_stats import TimingOptions, latency_stats, time_calls
@@ -180,36 +180,30 @@ def test_absent_converter_skips_onnxruntime(monkeypatch, tmp_path):
 
 
 def test_worker_failure_comes_back_as_one_line(tmp_path):
-    request = {"backend": "onnxruntime", "model": str(tmp_path / "absent.onnx"), "inputs": str(tmp_path / "x.npy"),
-               "threads": 1, "scores_size": 3, "min_time": 0, "warmup": 0, "min_runs": 1}
     np.save(tmp_path / "x.npy", np.zeros((1, SIZE, SIZE, 3), np.uint8))
-    result = bench_compare.run_json(bench_compare.worker_command(), request, timeout=120)
-    assert result["ok"] is False
-    assert "absent.onnx: onnxruntime cannot load it" in result["error"]
+    request = {"backend": "onnxruntime", "model": str(tmp_path / "absent.onnx"), "inputs": str(tmp_path / "x.npy"),
+               "threads": 1, "scores_size": 3}
+    worker = bench_compare.WorkerProcess(bench_compare.worker_command(), request, timeout=120)
+    assert worker.hello["ok"] is False
+    assert "absent.onnx: onnxruntime cannot load it" in worker.hello["error"]
+    assert worker.ask({"cmd": "time"})["error"].startswith("worker is not running")
+    assert worker.close() == {"ok": False, "error": "already closed"}
 
 
-def _worker_result(times, load_s, peak) -> dict:
-    return {"ok": True, "backend": "shelfsight", "version": "litert 2.1.0", "import_s": 0.1, "load_s": load_s,
-            "first_ms": load_s * 100, "warmup_ms": [1.0], "times_s": times, "top1": [0, 1], "cpu_per_wall": 1.0,
-            "rss": {"baseline_bytes": 100, "peak_bytes": peak}}
-
-
-def test_rounds_pool_timings_and_keep_the_largest_peak():
-    merged = merge_rounds([_worker_result([0.01, 0.02], 0.3, 500), _worker_result([0.03], 0.1, 700),
-                           _worker_result([0.04], 0.2, 600)])
-    assert merged["rounds"] == 3
-    assert merged["times_s"] == [0.01, 0.02, 0.03, 0.04]
-    assert merged["warmup_ms"] == [1.0, 1.0, 1.0]
-    assert merged["load_s"] == pytest.approx(0.2) and merged["first_ms"] == pytest.approx(20.0)
-    assert merged["rss"] == {"baseline_bytes": 100, "peak_bytes": 700}
-    assert merged["top1"] == [0, 1]
+def test_slices_pool_timings_in_order():
+    hello = {"ok": True, "backend": "shelfsight", "version": "litert 2.1.0", "import_s": 0.1, "load_s": 0.2}
+    slices = [{"first_ms": 5.0, "warmup_ms": [1.0, 1.0], "times_s": [0.01, 0.02], "cpu_per_wall": 1.0},
+              {"first_ms": 3.0, "warmup_ms": [2.0], "times_s": [0.03], "cpu_per_wall": 0.5}]
+    merged = merge_slices(hello, slices, [0, 1], {"baseline_bytes": 100, "peak_bytes": 700})
+    assert merged == {**hello, "rounds": 2, "first_ms": 5.0, "warmup_ms": [1.0, 1.0], "times_s": [0.01, 0.02, 0.03],
+                      "cpu_per_wall": 0.75, "top1": [0, 1], "rss": {"baseline_bytes": 100, "peak_bytes": 700}}
 
 
 def test_rounds_share_the_time_budget(tmp_path):
     bench = Bench(replace(BenchOptions(timing=TimingOptions(min_time=3.0, warmup=4, min_runs=10)), rounds=4),
                   tmp_path, tmp_path, lambda _: None)
-    request = bench.request(_dummy_target(tmp_path), tmp_path / "x.npy", backend="shelfsight", threads=1)
-    assert (request["min_time"], request["min_runs"], request["warmup"]) == (0.75, 3, 4)
+    assert bench.slice_message(0) == {"cmd": "time", "min_time": 0.75, "min_runs": 3, "warmup": 4}
+    assert bench.slice_message(1) == {"cmd": "time", "min_time": 0.75, "min_runs": 3, "warmup": SLICE_REWARM}
     with pytest.raises(ConfigError, match="rounds 0 must be >= 1"):
         BenchOptions(rounds=0)
 

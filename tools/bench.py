@@ -2,14 +2,15 @@
 would run instead.
 
     shelfsight bench BUNDLE [MODEL.tflite ...] [--variants DIR] [--threads 1,2,4]
-        [--min-time 2] [--warmup 10] [--rounds 3] [--data DIR --split val]
+        [--min-time 2] [--warmup 10] [--rounds 10] [--data DIR --split val]
         [--compare mediapipe,onnxruntime,tflite] [--out DIR] [--json]
 
-Every measurement (one target, one backend, one thread count, one mode) runs in fresh
-processes (`bench_worker`, or tools/peers/mediapipe_bench.py in the peer environment), so
-load time and peak memory belong to that model alone, in ``--rounds`` interleaved rounds
-(every measurement once, then again) that share ``--min-time`` and ``--min-runs``, so that
-a change in the machine's load is spread over all backends. All backends time the same input
+Every measurement (one target, one backend, one thread count, one mode) holds its model
+in its own process (`bench_worker`, or tools/peers/mediapipe_bench.py in the peer
+environment), so load time and peak memory belong to that model alone. The processes of a
+target are timed in ``--rounds`` interleaved slices (each process once per round) that
+share ``--min-time`` and ``--min-runs``, so that a change in the machine's load is spread
+over all backends instead of landing on one. All backends time the same input
 pixels. Nothing here imports TensorFlow: only ``--compare tflite`` and the ONNX
 conversion for ``--compare onnxruntime`` do, in their own processes.
 
@@ -35,10 +36,10 @@ only ever added within a schema version::
       runs[]      backend ("shelfsight"|"onnxruntime"|"tflite"|"mediapipe"), version,
                   mode ("invoke"|"frame"|"classify"), threads (null: backend default),
                   threads_note, model_file (what was loaded, e.g. the .onnx), rounds,
-                  import_s, load_s, first_ms (medians over rounds), warmup {calls, mean_ms},
+                  import_s, load_s, first_ms, warmup {calls, mean_ms} (first slice),
                   latency {runs, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, max_ms,
                            outliers, outlier_fence_ms, throughput_fps},
-                  rss {baseline_mb, peak_mb (largest round), model_mb}, cpu_per_wall,
+                  rss {baseline_mb, peak_mb, model_mb}, cpu_per_wall,
                   top1_agreement (share of inputs with the same top-1 class as shelfsight
                   invoke at the same threads; null for that run itself), times_ms [every run]
       ratios[]    backend, mode, threads, against {backend, mode, threads},
@@ -79,6 +80,7 @@ from .bench_targets import Target, data_inputs, open_targets, synthetic_inputs, 
 SCHEMA, SCHEMA_VERSION = "shelfsight.bench", 1
 RUNTIMES = ("auto", "litert", "tflite_runtime", "tensorflow")
 SEARCH_KS = (1, 5)
+SLICE_REWARM = 2  # untimed calls before each later slice: caches are cold after other workers ran
 MB = 1e6
 
 
@@ -121,8 +123,8 @@ class BenchOptions:
         data, split: dataset for real inputs, accuracy and search recall (None: synthetic inputs).
         compare: peer backends (see bench_compare.PEERS).
         runtime: shelfsight's TFLite runtime ("auto" or a name from edge.interpreter).
-        rounds: interleaved rounds per measurement (timing.min_time and min_runs are split
-            over them).
+        rounds: interleaved timing slices per measurement (timing.min_time and min_runs are
+            split over them).
     """
 
     threads: tuple[int, ...] = (1,)
@@ -132,7 +134,7 @@ class BenchOptions:
     split: str = "val"
     compare: tuple[str, ...] = ()
     runtime: str = "auto"
-    rounds: int = 3
+    rounds: int = 10
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -245,36 +247,37 @@ class Job:
     request: dict[str, Any]
 
 
-def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One worker result from several rounds: timings pooled in round order, load and first
-    call as the median of the rounds, peak memory as the largest."""
-    first = results[0]
-    return {**first, "rounds": len(results), "times_s": [t for r in results for t in r["times_s"]],
-            "warmup_ms": [t for r in results for t in r["warmup_ms"]],
-            "load_s": float(np.median([r["load_s"] for r in results])),
-            "import_s": float(np.median([r["import_s"] for r in results])),
-            "first_ms": float(np.median([r["first_ms"] for r in results])),
-            "cpu_per_wall": float(np.mean([r["cpu_per_wall"] for r in results])),
-            "rss": {"baseline_bytes": int(np.median([r["rss"]["baseline_bytes"] for r in results])),
-                    "peak_bytes": max(r["rss"]["peak_bytes"] for r in results)}}
+def merge_slices(hello: dict[str, Any], slices: list[dict[str, Any]], top1: list[int],
+                 rss: dict[str, int]) -> dict[str, Any]:
+    """One worker's replies as one result: timings of every slice pooled in order; the first
+    call and warm-up are those of the first slice."""
+    return {**hello, "rounds": len(slices), "first_ms": slices[0]["first_ms"], "warmup_ms": slices[0]["warmup_ms"],
+            "times_s": [t for r in slices for t in r["times_s"]],
+            "cpu_per_wall": float(np.mean([r["cpu_per_wall"] for r in slices])), "top1": top1, "rss": rss}
 
 
 class Bench:
     """Runs the measurements of one report; ``say`` gets one progress line per step.
 
-    The jobs of a target run in ``rounds`` interleaved rounds (every job once, then again),
-    each a fresh process timing ``min_time / rounds`` seconds, so that a change in the
-    machine's load spreads over all backends instead of landing on one.
+    All measurements of a target are loaded first, each in its own worker process (one
+    at a time, so load times do not overlap), then timed in ``rounds`` interleaved slices
+    (every worker once per round, the order rotating), each slice timing
+    ``min_time / rounds`` seconds after `SLICE_REWARM` untimed calls, so that a change in
+    the machine's load is spread over all backends instead of landing on one.
     """
 
     def __init__(self, options: BenchOptions, work: Path, onnx_dir: Path, say: Callable[[str], None]):
         self.options, self.work, self.onnx_dir, self.say = options, work, onnx_dir, say
 
     def request(self, target: Target, inputs: Path, **extra: Any) -> dict[str, Any]:
-        t, rounds = self.options.timing, self.options.rounds
         return {"model": str(target.model), "inputs": str(inputs), "scores_size": target.scores_size,
-                "min_time": t.min_time / rounds, "warmup": t.warmup, "min_runs": -(-t.min_runs // rounds),
-                "runtime": self.options.runtime, **extra}
+                "scores_head": target.scores_head, "runtime": self.options.runtime, **extra}
+
+    def slice_message(self, round_no: int) -> dict[str, Any]:
+        """What a worker is asked in round ``round_no`` (0-based)."""
+        t, rounds = self.options.timing, self.options.rounds
+        return {"cmd": "time", "min_time": t.min_time / rounds, "min_runs": -(-t.min_runs // rounds),
+                "warmup": t.warmup if round_no == 0 else SLICE_REWARM}
 
     def measure(self, target: Target) -> dict[str, Any]:
         o = self.options
@@ -287,7 +290,7 @@ class Bench:
         jobs = self._own_jobs(target, inputs_file)
         for backend in o.compare:
             jobs += getattr(self, f"_peer_{backend}")(target, inputs_file, skipped, conversions)
-        results = self._run_rounds(target, jobs, skipped)
+        results = self._run(target, jobs, skipped)
         reference = {j.threads: results[j]["top1"] for j in jobs if j.backend == "shelfsight" and j.mode == "invoke"}
         fewest = min(o.threads)
         runs = []
@@ -310,28 +313,51 @@ class Bench:
                 "mediapipe_target": goal, "conversions": conversions, "accuracy": acc, "search": search,
                 "skipped": [s.to_dict() for s in skipped]}
 
-    def _run_rounds(self, target: Target, jobs: list[Job], skipped: list[peers.Skip]) -> dict[Job, dict[str, Any]]:
-        done: dict[Job, list[dict[str, Any]]] = {job: [] for job in jobs}
-        failed: set[Job] = set()
-        for round_no in range(self.options.rounds):
+    def _failed(self, target: Target, job: Job, error: str, skipped: list[peers.Skip]) -> None:
+        where = f"{job.backend} {job.mode}, " + ("default threads" if job.threads is None
+                                                  else f"{job.threads} thread(s)")
+        if job.backend == "shelfsight":
+            raise ModelError(f"{target.name}: shelfsight {where} failed: {error}")
+        skipped.append(peers.Skip(job.backend, f"failed: {error}", job.threads))
+        self.say(f"[{target.name}] {where} failed: {error}")
+
+    def _run(self, target: Target, jobs: list[Job], skipped: list[peers.Skip]) -> dict[Job, dict[str, Any]]:
+        live: dict[Job, peers.WorkerProcess] = {}
+        slices: dict[Job, list[dict[str, Any]]] = {}
+        results: dict[Job, dict[str, Any]] = {}
+        try:
             for job in jobs:
-                if job in failed:
+                worker = peers.WorkerProcess(list(job.command), job.request)
+                if worker.hello.get("ok"):
+                    live[job], slices[job] = worker, []
+                else:
+                    self._failed(target, job, worker.hello.get("error", "no reply"), skipped)
+            self.say(f"[{target.name}] {len(live)} models loaded, timing {self.options.rounds} interleaved rounds")
+            for round_no in range(self.options.rounds):
+                order = list(live)
+                order = order[round_no % len(order):] + order[:round_no % len(order)] if order else order
+                for job in order:
+                    reply = live[job].ask(self.slice_message(round_no))
+                    if reply.get("ok"):
+                        slices[job].append(reply)
+                    else:
+                        live.pop(job).close()
+                        self._failed(target, job, reply.get("error", "no reply"), skipped)
+                p50 = {j: float(np.median(slices[j][-1]["times_s"])) * 1e3 for j in live}
+                self.say(f"[{target.name}] round {round_no + 1}/{self.options.rounds}: " + ", ".join(
+                    f"{j.backend} {j.mode} {'-' if j.threads is None else j.threads}t {v:.1f}" for j, v in p50.items())
+                    + " ms (p50)")
+            for job in list(live):
+                worker = live.pop(job)
+                top1, closing = worker.ask({"cmd": "top1"}), worker.close()
+                if not (top1.get("ok") and closing.get("ok")):
+                    self._failed(target, job, (top1 if not top1.get("ok") else closing).get("error", ""), skipped)
                     continue
-                result = peers.run_json(list(job.command), job.request)
-                where = f"{job.backend} {job.mode}, " + ("default threads" if job.threads is None
-                                                          else f"{job.threads} thread(s)")
-                if not result.get("ok"):
-                    if job.backend == "shelfsight":
-                        raise ModelError(f"{target.name}: shelfsight {where} failed: {result.get('error')}")
-                    failed.add(job)
-                    skipped.append(peers.Skip(job.backend, f"failed: {result.get('error')}", job.threads))
-                    self.say(f"[{target.name}] {where} failed: {result.get('error')}")
-                    continue
-                done[job].append(result)
-                stats = latency_stats(result["times_s"])
-                self.say(f"[{target.name}] round {round_no + 1}/{self.options.rounds} {where}: "
-                         f"p50 {stats.p50_ms:.2f} ms, p99 {stats.p99_ms:.2f} ms ({stats.runs} runs)")
-        return {job: merge_rounds(rs) for job, rs in done.items() if rs and job not in failed}
+                results[job] = merge_slices(worker.hello, slices[job], top1["top1"], closing["rss"])
+        finally:
+            for worker in live.values():
+                worker.close()
+        return results
 
     def _own_jobs(self, target: Target, inputs: Path) -> list[Job]:
         modes = ("invoke", "frame") if target.bundle is not None else ("invoke",)
@@ -434,8 +460,8 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
 @click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds of timed runs per measurement, over all rounds.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls after the first one.")
 @click.option("--min-runs", type=int, default=20, show_default=True, help="Timed runs at least, whatever the time.")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Interleaved rounds per measurement (fairer on a busy machine).")
+@click.option("--rounds", type=int, default=10, show_default=True,
+              help="Interleaved timing slices per measurement (fairer on a busy machine).")
 @click.option("--inputs", "input_count", type=int, default=16, show_default=True, help="Input images to cycle through.")
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset: real inputs, top-1/top-5 and search recall.")
 @click.option("--split", default="val", show_default=True, help="Split of --data to use.")

@@ -16,8 +16,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import selectors
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,79 @@ def run_json(command: list[str], request: dict[str, Any] | None = None, timeout:
             pass
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
     return {"ok": False, "error": f"exit code {proc.returncode}: {tail}"}
+
+
+class WorkerProcess:
+    """A running worker (bench_worker's line protocol): started with its request, then asked.
+
+    Every reply is a dict with ``ok``; a worker that dies, hangs past ``timeout`` or writes
+    no JSON gives ``ok`` false and a one-line ``error`` (its last stderr line) instead.
+    """
+
+    def __init__(self, command: list[str], request: dict[str, Any], timeout: float = WORKER_TIMEOUT_S):
+        self.timeout = timeout
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+        try:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
+        except OSError as e:
+            self._proc = None
+            self.hello = {"ok": False, "error": f"cannot start {command[0]}: {e.strerror or e}"}
+            return
+        self.hello = self.ask(request)
+        if not self.hello.get("ok"):
+            self.close()
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        lines = [line for line in self._stderr.read().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "no output"
+
+    def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one message, return the worker's reply."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return {"ok": False, "error": "worker is not running" + (f" ({self._stderr_tail()})" if proc else "")}
+        try:
+            proc.stdin.write(json.dumps(message) + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return {"ok": False, "error": f"worker exited: {self._stderr_tail()}"}
+        deadline = time.monotonic() + self.timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    proc.kill()
+                    return {"ok": False, "error": f"timed out after {self.timeout:.0f} s"}
+                line = proc.stdout.readline()
+                if not line:
+                    proc.wait()
+                    return {"ok": False, "error": f"exit code {proc.returncode}: {self._stderr_tail()}"}
+                if line.startswith("{"):
+                    try:
+                        return json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+
+    def close(self) -> dict[str, Any]:
+        """Ask the worker to finish (its final reply holds ``rss``); safe to call twice."""
+        proc, self._proc = self._proc, None
+        reply: dict[str, Any] = {"ok": False, "error": "already closed"}
+        if proc is not None:
+            if proc.poll() is None:
+                self._proc = proc
+                reply = self.ask({"cmd": "close"})
+                self._proc = None
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        self._stderr.close()
+        return reply
 
 
 def worker_command() -> list[str]:

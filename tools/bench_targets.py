@@ -36,6 +36,8 @@ class Target:
         quantization: from the manifest, else "unknown".
         input_size: (height, width) of the model input.
         input_dtype, scores_size: input tensor type name and number of classes.
+        scores_head: position of the scores tensor among the model's outputs (the head
+            number MediaPipe gives it).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Target:
     input_size: tuple[int, int]
     input_dtype: str
     scores_size: int
+    scores_head: int = 0
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -62,13 +65,15 @@ class Target:
         return out
 
 
-def _describe(model: Path) -> tuple[tuple[int, int], str, int]:
+def _describe(model: Path) -> tuple[tuple[int, int], str, int, int]:
+    """Input size, input dtype name, number of scores, position of the scores output."""
     from shelfsight.edge.interpreter import TFLiteModel
 
     m = TFLiteModel(model, threads=1)
     try:
         scores = m.outputs.get("scores") or next(iter(m.outputs.values()))
-        return m.input_size, np.dtype(m.input.dtype).name, int(scores.shape[-1])
+        order = [d["index"] for d in m.runtime.interpreter_class(model_path=str(model)).get_output_details()]
+        return m.input_size, np.dtype(m.input.dtype).name, int(scores.shape[-1]), order.index(scores.index)
     finally:
         m.close()
 
@@ -83,15 +88,15 @@ def open_target(path: str | Path, name: str | None = None) -> Target:
     p = Path(path)
     if (p.is_dir() and (p / MANIFEST).is_file()) or (p.is_file() and p.name.endswith(ARCHIVES)):
         bundle = load_bundle(p)
-        size, dtype, scores = _describe(bundle.model_path)
+        size, dtype, scores, head = _describe(bundle.model_path)
         if scores != len(bundle.labels):
             raise BundleError(f"{p}: model gives {scores} scores for {len(bundle.labels)} labels")
         default = p.name[: -len(next(a for a in ARCHIVES if p.name.endswith(a)))] if p.is_file() else p.name
         return Target(name or default, p, "bundle", bundle.model_path, bundle,
-                      str(bundle.manifest["model"].get("quantization", "unknown")), size, dtype, scores)
+                      str(bundle.manifest["model"].get("quantization", "unknown")), size, dtype, scores, head)
     if p.is_file() and p.suffix == ".tflite":
-        size, dtype, scores = _describe(p)
-        return Target(name or p.stem, p, "tflite", p, None, "unknown", size, dtype, scores)
+        size, dtype, scores, head = _describe(p)
+        return Target(name or p.stem, p, "tflite", p, None, "unknown", size, dtype, scores, head)
     if not p.exists():
         raise ConfigError(f"target {p} not found")
     raise ConfigError(f"target {p}: expected a bundle directory (with {MANIFEST}), a bundle .tar.gz or a .tflite file")

@@ -1,18 +1,22 @@
-"""One measurement in a fresh process, so that load time and peak memory belong to one model.
+"""A model held in its own process, timed in slices on request, so that load time and peak
+memory belong to one model and the timings of several backends can be interleaved.
 
-    python -m shelfsight.tools.bench_worker < request.json > result.json
+    python -m shelfsight.tools.bench_worker     (JSON lines on stdin, JSON lines on stdout)
 
-Request (JSON on stdin): ``backend`` (shelfsight | onnxruntime | tflite), ``model`` (the file
-to load), ``inputs`` (.npy, N x S x S x 3 RGB uint8), ``threads``, ``mode`` (invoke | frame;
-frame needs ``bundle``), ``runtime`` (shelfsight's interpreter choice), ``scores_size``,
-``min_time``, ``warmup``, ``min_runs``.
+Protocol (one JSON object per line each way; tools/peers/mediapipe_bench.py speaks it too):
 
-Result (one JSON object on stdout): ``ok``; on success ``version``, ``import_s`` (importing
-the backend), ``load_s`` (building the model/session), ``first_ms`` (first call),
-``warmup_ms`` (each warm-up call), ``times_s`` (each timed call), ``top1`` (class index per
-input, from one untimed pass after timing), ``rss`` (``baseline_bytes`` before loading,
-``peak_bytes`` for the whole process) and ``cpu_per_wall`` (process CPU seconds per wall
-second while timing: about the number of busy cores). On failure ``error``, one line.
+1. parent: the request: ``backend`` (shelfsight | onnxruntime | tflite), ``model`` (the file
+   to load), ``inputs`` (.npy, N x S x S x 3 RGB uint8), ``threads``, ``mode`` (invoke | frame;
+   frame needs ``bundle``), ``runtime`` (shelfsight's interpreter choice), ``scores_size``.
+   worker: ``ok``, ``backend``, ``version``, ``import_s`` (importing the backend), ``load_s``
+   (building the model/session), or ``ok`` false and ``error`` (one line), then it exits.
+2. parent: ``{"cmd": "time", "min_time": s, "min_runs": n, "warmup": w}``; worker: ``first_ms``
+   (the slice's first call, untimed in ``times_s``), ``warmup_ms``, ``times_s`` (each timed
+   call), ``cpu_per_wall`` (process CPU seconds per wall second while timing: about the
+   number of busy cores). Sent as often as the parent likes; inputs are cycled.
+3. parent: ``{"cmd": "top1"}``; worker: ``top1``, the class index of every input.
+4. parent: ``{"cmd": "close"}``; worker: ``rss`` {``baseline_bytes`` before loading,
+   ``peak_bytes`` of the process} and exits.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -48,6 +52,18 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _import_backend(backend: str) -> None:
+    """Import the backend's libraries first, so that load_s is the model's own cost."""
+    if backend == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    elif backend == "tflite":
+        import tensorflow  # noqa: F401
+    elif backend == "shelfsight":
+        import shelfsight.edge.recognizer  # noqa: F401
+    else:
+        raise ShelfsightError(f"backend {backend!r} unknown, expected shelfsight, onnxruntime or tflite")
+
+
 def _load(request: dict[str, Any]) -> Loaded:
     backend, model, threads = request["backend"], Path(request["model"]), int(request["threads"])
     if backend == "shelfsight":
@@ -56,55 +72,90 @@ def _load(request: dict[str, Any]) -> Loaded:
                                Path(bundle) if bundle else None)
     if backend == "onnxruntime":
         return load_onnxruntime(model, threads, int(request["scores_size"]))
-    if backend == "tflite":
-        return load_tflite(model, threads, int(request["scores_size"]))
-    raise ShelfsightError(f"backend {backend!r} unknown, expected shelfsight, onnxruntime or tflite")
+    return load_tflite(model, threads, int(request["scores_size"]))
 
 
-def _import_backend(backend: str) -> None:
-    """Import the backend's libraries first, so that load_s is the model's own cost."""
-    if backend == "onnxruntime":
-        import onnxruntime  # noqa: F401
-    elif backend == "tflite":
-        import tensorflow  # noqa: F401
-    else:
-        import shelfsight.edge.recognizer  # noqa: F401
+class Session:
+    """One loaded model and its inputs (see the module docstring for what it answers)."""
+
+    def __init__(self, request: dict[str, Any]):
+        pixels = np.load(request["inputs"])
+        self.inputs = [to_bgr(p) for p in pixels] if request.get("mode") == "frame" else list(pixels)
+        t0 = time.perf_counter()
+        _import_backend(request["backend"])
+        self.import_s = time.perf_counter() - t0
+        self.baseline = _rss_now()
+        t0 = time.perf_counter()
+        self.loaded = _load(request)
+        self.load_s = time.perf_counter() - t0
+
+    def hello(self) -> dict[str, Any]:
+        return {"ok": True, "backend": self.loaded.backend, "version": self.loaded.version,
+                "import_s": self.import_s, "load_s": self.load_s}
+
+    def time(self, min_time: float, min_runs: int, warmup: int) -> dict[str, Any]:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        timed = time_calls(self.loaded.call, self.inputs, TimingOptions(min_time, warmup, min_runs))
+        cpu_per_wall = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+        return {"ok": True, "first_ms": timed.first * 1e3, "warmup_ms": [t * 1e3 for t in timed.warmup],
+                "times_s": list(timed.times), "cpu_per_wall": cpu_per_wall}
+
+    def top1(self) -> dict[str, Any]:
+        return {"ok": True, "top1": [int(np.argmax(self.loaded.call(x))) for x in self.inputs]}
+
+    def close(self) -> dict[str, Any]:
+        self.loaded.close()
+        return {"ok": True, "rss": {"baseline_bytes": self.baseline, "peak_bytes": peak_rss_bytes()}}
+
+
+def _error(e: BaseException) -> dict[str, Any]:
+    if isinstance(e, ShelfsightError):
+        return {"ok": False, "error": str(e)}
+    return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+
+
+def _send(out: IO[str], message: dict[str, Any]) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def serve(stdin: IO[str], stdout: IO[str]) -> int:
+    """Answer the protocol on these streams until "close" or end of input."""
+    try:
+        session = Session(json.loads(stdin.readline()))
+    except (ShelfsightError, ImportError, OSError, ValueError, RuntimeError, KeyError) as e:
+        _send(stdout, _error(e))
+        return 1
+    _send(stdout, session.hello())
+    for line in stdin:
+        try:
+            message = json.loads(line)
+            cmd = message.get("cmd")
+            if cmd == "time":
+                reply = session.time(float(message["min_time"]), int(message["min_runs"]), int(message["warmup"]))
+            elif cmd == "top1":
+                reply = session.top1()
+            elif cmd == "close":
+                _send(stdout, session.close())
+                return 0
+            else:
+                reply = {"ok": False, "error": f"command {cmd!r} unknown, expected time, top1 or close"}
+        except (ShelfsightError, OSError, ValueError, RuntimeError, KeyError) as e:
+            reply = _error(e)
+        _send(stdout, reply)
+    return 0
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
-    """Run one request (see the module docstring) and return its result."""
-    options = TimingOptions(float(request["min_time"]), int(request["warmup"]), int(request["min_runs"]))
-    pixels = np.load(request["inputs"])
-    frames = [to_bgr(p) for p in pixels] if request.get("mode") == "frame" else list(pixels)
-    t0 = time.perf_counter()
-    _import_backend(request["backend"])
-    import_s = time.perf_counter() - t0
-    baseline = _rss_now()
-    t0 = time.perf_counter()
-    loaded = _load(request)
-    load_s = time.perf_counter() - t0
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    timed = time_calls(loaded.call, frames, options)
-    cpu_per_wall = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
-    top1 = [int(np.argmax(loaded.call(x))) for x in frames]
-    loaded.close()
-    return {"ok": True, "backend": loaded.backend, "version": loaded.version, "import_s": import_s,
-            "load_s": load_s, "first_ms": timed.first * 1e3, "warmup_ms": [t * 1e3 for t in timed.warmup],
-            "times_s": list(timed.times), "top1": top1, "cpu_per_wall": cpu_per_wall,
-            "rss": {"baseline_bytes": baseline, "peak_bytes": peak_rss_bytes()}}
+    """Load, one timed slice, top-1 and memory in this process: the whole protocol at once.
 
-
-def main() -> int:
-    try:
-        request = json.loads(sys.stdin.read())
-        result = measure(request)
-    except ShelfsightError as e:
-        result = {"ok": False, "error": str(e)}
-    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as e:
-        result = {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-    sys.stdout.write(json.dumps(result) + "\n")
-    return 0 if result["ok"] else 1
+    ``request`` also holds ``min_time``, ``min_runs`` and ``warmup``.
+    """
+    session = Session(request)
+    result = {**session.hello(), **session.time(float(request["min_time"]), int(request["min_runs"]),
+                                                int(request["warmup"]))}
+    return {**result, **session.top1(), **session.close()}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(sys.stdin, sys.stdout))

@@ -1,21 +1,24 @@
 """Time MediaPipe Tasks' ImageClassifier on a .tflite for `shelfsight bench --compare mediapipe`.
 
-    .venv-peers/bin/python tools/peers/mediapipe_bench.py < request.json > result.json
+    .venv-peers/bin/python tools/peers/mediapipe_bench.py   (JSON lines in, JSON lines out)
 
-Standalone (the peer environment has mediapipe and numpy 2, not shelfsight). Request and
-result are those of shelfsight's bench worker (``shelfsight.tools.bench_worker``):
-request ``model``, ``inputs`` (.npy, N x S x S x 3 RGB uint8, the same pixels every backend
-gets), ``scores_size``, ``min_time``, ``warmup``, ``min_runs``, ``top_k``; result ``ok``,
-``version``, ``import_s``, ``load_s``, ``first_ms``, ``warmup_ms``, ``times_s``, ``top1``,
-``rss``, ``cpu_per_wall``, ``threads_note``, or ``error``. The timing loop follows
+Standalone (the peer environment has mediapipe and numpy 2, not shelfsight); it speaks the
+line protocol of shelfsight's bench worker (``shelfsight.tools.bench_worker``): first the
+request (``model``, ``inputs`` .npy of N x S x S x 3 RGB uint8, the same pixels every backend
+gets, ``scores_size``, ``top_k``), answered with ``ok``, ``version``, ``import_s``,
+``load_s``, ``threads_note`` or ``error``; then ``time`` (``first_ms``, ``warmup_ms``,
+``times_s``, ``cpu_per_wall``), ``top1`` and ``close`` (``rss``). The timing loop follows
 ``shelfsight.tools.bench_stats.time_calls``: one first call, ``warmup`` calls, then calls
 until both ``min_time`` seconds and ``min_runs`` runs are reached, cycling the inputs.
 
 Each timed call is ``ImageClassifier.classify(mp.Image)`` on an S x S SRGB image made
 before timing: MediaPipe's own image-to-tensor step, the inference and its result
 post-processing (``max_results = top_k`` per head), the per-frame cost a MediaPipe user
-pays. The scores head is the one named "scores" in the model's metadata, or else the one
-with ``scores_size`` categories (found by one untimed call that asks for every category).
+pays. MediaPipe numbers its heads in output tensor order; the request's ``scores_head`` says
+which is the scores output. Without it, the head named "scores" in the model's metadata, or
+else the one with ``scores_size`` categories, found by one untimed call with a second task
+(created after the timed one, so ``load_s`` stays a first load; the peak memory then
+includes that second task).
 MediaPipe's Python API sets no thread count: on desktop Linux its XNNPACK delegate uses
 one thread (Android/iOS: cores / 2, 1..4); ``cpu_per_wall`` shows what it used.
 """
@@ -66,50 +69,89 @@ def _scores_head(vision: Any, base_options: Any, image: Any, scores_size: int) -
                      f"expected one named 'scores' or exactly one with {scores_size} categories")
 
 
-def measure(request: dict[str, Any]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    import mediapipe as mp
-    import numpy as np
-    from mediapipe.tasks.python import BaseOptions, vision
+class Session:
+    def __init__(self, request: dict[str, Any]):
+        t0 = time.perf_counter()
+        import mediapipe as mp
+        import numpy as np
+        from mediapipe.tasks.python import BaseOptions, vision
 
-    import_s = time.perf_counter() - t0
-    pixels = np.load(request["inputs"])
-    images = [mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)) for p in pixels]
-    base = BaseOptions(model_asset_path=str(request["model"]))
-    baseline = _rss_now()
-    options = vision.ImageClassifierOptions(base_options=base, max_results=int(request.get("top_k", 5)))
-    t0 = time.perf_counter()
-    task = vision.ImageClassifier.create_from_options(options)
-    load_s = time.perf_counter() - t0
-    try:
+        self.import_s = time.perf_counter() - t0
+        self.version = mp.__version__
+        pixels = np.load(request["inputs"])
+        self.images = [mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)) for p in pixels]
+        base = BaseOptions(model_asset_path=str(request["model"]))
+        self.baseline = _rss_now()
+        options = vision.ImageClassifierOptions(base_options=base, max_results=int(request.get("top_k", 5)))
+        t0 = time.perf_counter()
+        self.task = vision.ImageClassifier.create_from_options(options)
+        self.load_s = time.perf_counter() - t0
+        head = request.get("scores_head")
+        self.head = int(head) if head is not None else _scores_head(vision, base, self.images[0],
+                                                                   int(request["scores_size"]))
+
+    def hello(self) -> dict[str, Any]:
+        return {"ok": True, "backend": "mediapipe", "version": self.version, "import_s": self.import_s,
+                "load_s": self.load_s,
+                "threads_note": "not settable from MediaPipe's Python API (XNNPACK default: 1 thread on desktop "
+                                "Linux, cores/2 clamped to 1..4 on Android/iOS)"}
+
+    def time(self, min_time: float, min_runs: int, warmup: int) -> dict[str, Any]:
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        first, warm, times = _timed(task.classify, images, float(request["min_time"]), int(request["warmup"]),
-                                    int(request["min_runs"]))
+        first, warm, times = _timed(self.task.classify, self.images, min_time, warmup, min_runs)
         cpu_per_wall = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
-        tops = [{h.head_index: h.categories[0].index for h in task.classify(image).classifications}
-                for image in images]
-    finally:
-        task.close()
-    head = _scores_head(vision, base, images[0], int(request["scores_size"]))  # after timing: load_s stays cold
-    top1 = [int(t[head]) for t in tops]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"ok": True, "backend": "mediapipe", "version": mp.__version__, "import_s": import_s, "load_s": load_s,
-            "first_ms": first * 1e3, "warmup_ms": [t * 1e3 for t in warm], "times_s": times, "top1": top1,
-            "cpu_per_wall": cpu_per_wall,
-            "rss": {"baseline_bytes": baseline, "peak_bytes": peak if sys.platform == "darwin" else peak * 1024},
-            "threads_note": "not settable from MediaPipe's Python API (XNNPACK default: 1 thread on desktop "
-                            "Linux, cores/2 clamped to 1..4 on Android/iOS)"}
+        return {"ok": True, "first_ms": first * 1e3, "warmup_ms": [t * 1e3 for t in warm], "times_s": times,
+                "cpu_per_wall": cpu_per_wall}
+
+    def top1(self) -> dict[str, Any]:
+        top = []
+        for image in self.images:
+            heads = self.task.classify(image).classifications
+            top.append(int(next(h for h in heads if h.head_index == self.head).categories[0].index))
+        return {"ok": True, "top1": top}
+
+    def close(self) -> dict[str, Any]:
+        self.task.close()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"ok": True, "rss": {"baseline_bytes": self.baseline,
+                                    "peak_bytes": peak if sys.platform == "darwin" else peak * 1024}}
+
+
+def _send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _error(e: BaseException) -> dict[str, Any]:
+    if isinstance(e, ImportError):
+        return {"ok": False, "error": f"mediapipe is not importable here ({e})"}
+    return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
 
 
 def main() -> int:
     try:
-        result = measure(json.loads(sys.stdin.read()))
-    except ImportError as e:
-        result = {"ok": False, "error": f"mediapipe is not importable here ({e})"}
-    except (RuntimeError, ValueError, OSError, KeyError) as e:
-        result = {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-    sys.stdout.write(json.dumps(result) + "\n")
-    return 0 if result["ok"] else 1
+        session = Session(json.loads(sys.stdin.readline()))
+    except (ImportError, RuntimeError, ValueError, OSError, KeyError) as e:
+        _send(_error(e))
+        return 1
+    _send(session.hello())
+    for line in sys.stdin:
+        try:
+            message = json.loads(line)
+            cmd = message.get("cmd")
+            if cmd == "time":
+                reply = session.time(float(message["min_time"]), int(message["min_runs"]), int(message["warmup"]))
+            elif cmd == "top1":
+                reply = session.top1()
+            elif cmd == "close":
+                _send(session.close())
+                return 0
+            else:
+                reply = {"ok": False, "error": f"command {cmd!r} unknown, expected time, top1 or close"}
+        except (RuntimeError, ValueError, OSError, KeyError, StopIteration) as e:
+            reply = _error(e)
+        _send(reply)
+    return 0
 
 
 if __name__ == "__main__":
