@@ -31,8 +31,8 @@ SIZE = 32
 TOP_KEYS = {"schema", "schema_version", "created_at", "device", "options", "targets"}
 TARGET_KEYS = {"name", "path", "kind", "model_file", "quantization", "input", "scores_size", "sizes", "runs",
                "ratios", "mediapipe_target", "conversions", "accuracy", "search", "skipped"}
-RUN_KEYS = {"backend", "version", "mode", "threads", "threads_note", "model_file", "rounds", "import_s", "load_s", "first_ms",
-            "warmup", "latency", "rss", "cpu_per_wall", "top1_agreement", "times_ms"}
+RUN_KEYS = {"backend", "version", "mode", "threads", "threads_note", "model_file", "rounds", "import_s", "load_s",
+            "first_ms", "warmup", "latency", "rss", "cpu_per_wall", "top1_agreement", "times_ms"}
 LATENCY_KEYS = {"runs", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "outliers",
                 "outlier_fence_ms", "throughput_fps"}
 DEVICE_KEYS = {"cpu_model", "cores_logical", "cores_physical", "arch", "os", "kernel", "memory_bytes", "python",

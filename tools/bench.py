@@ -455,9 +455,11 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 @click.command("bench")
 @click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--variants", type=click.Path(path_type=Path), help="Also every bundle (subdir with manifest.json) in DIR.")
+@click.option("--variants", type=click.Path(path_type=Path),
+              help="Also every bundle (subdir with manifest.json) in DIR.")
 @click.option("--threads", help="Comma list of thread counts (default: 1, powers of two, all cores).")
-@click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds of timed runs per measurement, over all rounds.")
+@click.option("--min-time", type=float, default=2.0, show_default=True,
+              help="Seconds of timed runs per measurement, over all rounds.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls after the first one.")
 @click.option("--min-runs", type=int, default=20, show_default=True, help="Timed runs at least, whatever the time.")
 @click.option("--rounds", type=int, default=10, show_default=True,

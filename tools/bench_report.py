@@ -142,9 +142,9 @@ def markdown_report(report: dict[str, Any], plots: dict[str, str], note: str = "
              f"v{report['schema_version']}).", "", "## Device", ""]
     lines += _md_table(["field", "value"], [[k, _plain(v)] for k, v in device.items()])
     opts = report["options"]
-    lines += ["", f"Timing: {opts['warmup']} warm-up calls, then at least {opts['min_runs']} runs and "
-              f"{opts['min_time_s']} s per measurement, each in a fresh process; inputs: {opts['inputs']['count']} "
-              f"{opts['inputs']['source']} images.", ""]
+    lines += ["", f"Timing: each model loaded in its own process, {opts['warmup']} warm-up calls, then at least "
+              f"{opts['min_runs']} runs and {opts['min_time_s']} s per measurement in {opts.get('rounds', 1)} "
+              f"interleaved slices; inputs: {opts['inputs']['count']} {opts['inputs']['source']} images.", ""]
     if note:
         lines += [note, ""]
     lines += ["## Models", "", *(f"- {size_line(t)}" for t in report["targets"]), "", "## Latency", ""]

@@ -37,7 +37,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not a readable JSON report ({e})") from None
     found = (report.get("schema"), report.get("schema_version")) if isinstance(report, dict) else (None, None)
     if found != (SCHEMA, SCHEMA_VERSION):
-        raise ConfigError(f"{p}: schema {found[0]!r} version {found[1]!r}, expected {SCHEMA!r} version {SCHEMA_VERSION}")
+        raise ConfigError(f"{p}: schema {found[0]!r} version {found[1]!r}, "
+                          f"expected {SCHEMA!r} version {SCHEMA_VERSION}")
     return report
 
 
@@ -86,7 +87,7 @@ def ratio_table(reports: list[dict[str, Any]]) -> list[str]:
 
 def results_markdown(reports: list[dict[str, Any]]) -> str:
     """Both tables as one Markdown block."""
-    lines = ["Latency per call on the device named (shelfsight's runtime, fresh process per row):", "",
+    lines = ["Latency per call on the device named (shelfsight's runtime, each model in its own process):", "",
              *own_table(reports)]
     ratios = ratio_table(reports)
     if len(ratios) > 2:
