@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -311,8 +312,13 @@ def _check_schema(report: dict) -> None:
 
 
 @pytest.mark.slow
-def test_report_on_a_tiny_bundle_with_accuracy(tiny_bundle, tmp_path):
-    report = run_bench([open_target(tiny_bundle)], replace(QUICK, data=SAMPLE, rounds=2))
+def test_report_on_a_tiny_bundle_with_accuracy_and_search(tiny_bundle, tmp_path):
+    from shelfsight.edge.indexing import build_index
+
+    bundle = tmp_path / "tiny-int8"
+    shutil.copytree(tiny_bundle, bundle)
+    build_index(bundle, SAMPLE, backend="exact", progress=False)
+    report = run_bench([open_target(bundle)], replace(QUICK, data=SAMPLE, rounds=2))
     _check_schema(report)
     json.dumps(report, allow_nan=False)
     target = report["targets"][0]
@@ -321,10 +327,14 @@ def test_report_on_a_tiny_bundle_with_accuracy(tiny_bundle, tmp_path):
     assert target["runs"][1]["top1_agreement"] == 1.0
     assert [r["rounds"] for r in target["runs"]] == [2, 2]
     assert target["input"] == {"size": [SIZE, SIZE], "dtype": "uint8"}
-    assert target["sizes"]["model_bytes"] == (tiny_bundle / "model.tflite").stat().st_size
+    assert target["sizes"]["model_bytes"] == (bundle / "model.tflite").stat().st_size
+    assert target["sizes"]["bundle_bytes"] > target["sizes"]["model_bytes"]
     assert 0 < target["sizes"]["model_gzip_bytes"] < target["sizes"]["model_bytes"]
     assert target["accuracy"]["samples"] == len((SAMPLE / "val.txt").read_text().splitlines())
     assert 0.0 <= target["accuracy"]["top1"] <= target["accuracy"]["top5"] <= 1.0
+    search = target["search"]
+    assert search["queries"] == target["accuracy"]["samples"] and set(search["recall_at_k"]) == {"1", "5"}
+    assert 0.0 <= search["recall_at_k"]["1"] <= search["recall_at_k"]["5"] <= 1.0
     assert report["options"]["rounds"] == 2
     assert report["options"]["inputs"] == {"source": "data", "data": str(SAMPLE), "split": "val", "count": 2}
     written = write_outputs(report, tmp_path / "out")
