@@ -73,13 +73,13 @@ from shelfsight.errors import ConfigError, ModelError
 
 from . import bench_compare as peers
 from .bench_device import device_fingerprint
+from .bench_quality import accuracy
 from .bench_report import markdown_report, plot_accuracy, plot_latency, text_report
 from .bench_stats import TimingOptions, latency_stats
 from .bench_targets import Target, data_inputs, open_targets, synthetic_inputs, variant_paths
 
 SCHEMA, SCHEMA_VERSION = "shelfsight.bench", 1
 RUNTIMES = ("auto", "litert", "tflite_runtime", "tensorflow")
-SEARCH_KS = (1, 5)
 SLICE_REWARM = 2  # untimed calls before each later slice: caches are cold after other workers ran
 MB = 1e6
 
@@ -200,39 +200,6 @@ def ratios(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
                         "shelfsight_p50_ms": base["latency"]["p50_ms"], "mediapipe_p50_ms": r["latency"]["p50_ms"],
                         "met": base["latency"]["p50_ms"] <= r["latency"]["p50_ms"]}
     return out, goal
-
-
-def accuracy(target: Target, data: Path, split: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Top-1/top-5 through the edge runtime (shelfsight.evaluation) and, with an index,
-    search recall@k. (None, None) for a bare .tflite (no labels or preprocessing)."""
-    if target.bundle is None:
-        return None, None
-    from shelfsight.evaluation import evaluate
-
-    r = evaluate(target.bundle.root, data, split, progress=False)
-    acc = {"data": str(data), "split": split, "samples": r["samples"], "top1": r["top1"], "top5": r["top5"],
-           "macro_f1": r["macro_f1"], "coarse_top1": r.get("coarse_top1"), "skipped_images": len(r["skipped"])}
-    if not target.bundle.index:
-        return acc, None
-    return acc, search_recall(target, data, split)
-
-
-def search_recall(target: Target, data: Path, split: str) -> dict[str, Any]:
-    """Share of the split's images whose true label is among the labels of the first k
-    catalog matches (hit rate at k), searching the bundle's own index."""
-    from shelfsight.datasets import load_dataset, load_images
-    from shelfsight.edge.search import CatalogIndex, hit_rate_at_k
-    from shelfsight.evaluation import predict_tflite
-
-    bundle = target.bundle
-    loaded = load_images(load_dataset(data, split).samples, bundle.preprocess, bundle.labels, progress=False)
-    _, embeddings = predict_tflite(bundle.model_path, loaded.images)
-    with CatalogIndex.load(bundle.root, bundle.model_sha256) as index:
-        results = index.search_batch(embeddings, k=max(SEARCH_KS))
-    truth = [bundle.labels[i] for i in loaded.label_ids]
-    hits = hit_rate_at_k(results, truth, SEARCH_KS, key="label")
-    return {"queries": len(truth), "recall_at_k": {str(k): v for k, v in hits.items()},
-            "definition": "share of queries whose true label is among the labels of the first k matches"}
 
 
 @dataclass(frozen=True, eq=False)
