@@ -56,14 +56,8 @@ def prune_model(model: keras.Model, data: LoadedImages, num_classes: int, option
     for layer in pruned.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    train_view = keras.Model(pruned.input, pruned.output["scores"])
-    train_view.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
-                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
-    y = keras.utils.to_categorical(data.label_ids, num_classes)
-    ds = augment.training_dataset(data.images, y, augment.sample_weights(data.label_ids, num_classes),
-                                  options.batch_size, data.images.shape[1])
-    train_view.fit(ds, epochs=options.epochs, verbose=1 if progress else 0,
-                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    augment.fine_tune_scores(pruned, data.images, data.label_ids, num_classes, options.learning_rate,
+                             options.epochs, options.batch_size, [tfmot.sparsity.keras.UpdatePruningStep()], progress)
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     layers = layer_sparsity(stripped)
     sizes = {layer.name: layer.get_weights()[0].size for layer in stripped.layers if layer.name in layers}

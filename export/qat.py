@@ -7,8 +7,6 @@ After pruning, tfmot's pruning-preserving scheme keeps the zeros.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from shelfsight.datasets import LoadedImages
 from shelfsight.training import augment
 from shelfsight.training.tf_env import keras
@@ -63,11 +61,6 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: in
               else qkeras.default_8bit.Default8BitQuantizeScheme())
     with qkeras.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
         qat = qkeras.quantize_apply(annotated, scheme)
-    train_view = keras.Model(qat.input, qat.output["scores"])
-    train_view.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
-                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
-    y = keras.utils.to_categorical(data.label_ids, num_classes)
-    ds = augment.training_dataset(data.images, y, augment.sample_weights(data.label_ids, num_classes),
-                                  options.batch_size, data.images.shape[1])
-    train_view.fit(ds, epochs=options.epochs, verbose=1 if progress else 0)
+    augment.fine_tune_scores(qat, data.images, data.label_ids, num_classes, options.learning_rate, options.epochs,
+                             options.batch_size, progress=progress)
     return qat

@@ -1,4 +1,4 @@
-"""Training-time augmentation on uint8 RGB images (stage 2 only)."""
+"""Training-time data: augmentation on uint8 RGB images, balanced batches, short fine-tunes."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,3 +52,15 @@ def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarra
     else:
         ds = ds.map(lambda x, t, s: (tf.cast(x, tf.float32), t, s)).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fine_tune_scores(model, images: np.ndarray, label_ids: np.ndarray, num_classes: int, learning_rate: float,
+                     epochs: int, batch_size: int, callbacks=(), progress: bool = True) -> None:
+    """Fine-tune ``model`` (outputs {"scores", ...}) on the class scores, with augmentation and
+    class balancing — the short fine-tunes of pruning and QAT."""
+    view = keras.Model(model.input, model.output["scores"])
+    view.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
+    y = keras.utils.to_categorical(label_ids, num_classes)
+    ds = training_dataset(images, y, sample_weights(label_ids, num_classes), batch_size, images.shape[1])
+    view.fit(ds, epochs=epochs, verbose=1 if progress else 0, callbacks=list(callbacks))
