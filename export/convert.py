@@ -33,7 +33,13 @@ def to_tflite(model: keras.Model, config: QuantizationConfig, calibration: np.nd
     Raises:
         ModelError: int8 without calibration images, or a conversion failure.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return convert_with(tf.lite.TFLiteConverter.from_keras_model(model), config, calibration, quantize_aware)
+
+
+def convert_with(converter: tf.lite.TFLiteConverter, config: QuantizationConfig,
+                 calibration: np.ndarray | None = None, quantize_aware: bool = False) -> bytes:
+    """Set ``config`` on a converter the caller made (from a Keras model, a concrete function,
+    ...) and convert; see `to_tflite`."""
     if config.mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

@@ -85,12 +85,11 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
     log.info("scores from %s (%s), embedding from %s (%s)", heads.scores,
              "softmax added" if heads.softmax else "probabilities", heads.embedding, heads.embedding_source)
 
-    from .convert import to_tflite  # TensorFlow from here on
-    from .onnx_convert import bundle_model, convert_onnx, onnx2tf_sample
+    from .onnx_convert import bundle_model, bundle_tflite, convert_onnx, onnx2tf_sample  # TensorFlow from here on
 
     converted = convert_onnx(trimmed, image, onnx2tf_sample(images, norm))
     keras_model = bundle_model(converted, image, heads, norm, name=f"shelfsight_onnx_{Path(model_path).stem}")
-    float_tflite = to_tflite(keras_model, QuantizationConfig.for_float32())
+    float_tflite = bundle_tflite(keras_model, image.size, QuantizationConfig.for_float32())
     with tempfile.TemporaryDirectory(prefix="shelfsight-onnx-check-") as tmp:
         float_path = Path(tmp) / "float32.tflite"
         float_path.write_bytes(float_tflite)
@@ -100,7 +99,8 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
         raise ModelError(f"the converted model does not reproduce the ONNX model ({float_check.summary()}); "
                          f"onnx2tf mis-converted an op; not shipped")
     mode = options.quantization.mode
-    shipped = float_tflite if mode == "float32" else to_tflite(keras_model, options.quantization, calibration=images)
+    shipped = (float_tflite if mode == "float32"
+               else bundle_tflite(keras_model, image.size, options.quantization, calibration=images))
 
     out = prepare_bundle_dir(out)
     model_file = out / bundle_format.MODEL_FILE

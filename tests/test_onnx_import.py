@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from shelfsight.errors import ConfigError, DatasetError, ModelError
 from shelfsight.export.onnx_check import agreement, softmax
-from shelfsight.export.onnx_graph import image_input, load_onnx, resolve_heads
+from shelfsight.export.onnx_graph import image_input, load_onnx, resolve_heads, with_outputs
 from shelfsight.export.onnx_import import import_onnx, read_labels, spread
 from shelfsight.export.onnx_options import ImportOptions, InputNormalization
 from shelfsight.export.options import QuantizationConfig
@@ -184,6 +184,32 @@ def test_missing_or_empty_calibration_data_is_a_dataset_error(tmp_path, labels):
         import_onnx(model, tmp_path / "empty", labels, tmp_path / "out", _options())
 
 
+def test_probabilities_hidden_from_the_graph_need_scores_are(tmp_path, calib, labels):
+    model = onnx.load(str(tiny_cnn(tmp_path / "m.onnx", softmax_end=True)))
+    model.graph.initializer.append(numpy_helper.from_array(np.float32(1.0), "one"))
+    model.graph.node.append(helper.make_node("Mul", ["probs", "one"], ["scaled"]))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["N", CLASSES]))
+    onnx.save(model, str(tmp_path / "scaled.onnx"))
+    with pytest.raises(ConfigError, match="'scaled' already sums to 1 on every calibration image .*"
+                                          "pass --scores-are probabilities"):
+        import_onnx(tmp_path / "scaled.onnx", calib, labels, tmp_path / "out", _options())
+
+
+def test_cli_reports_a_malformed_model_in_one_line(tmp_path, calib, labels):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model at all")
+    out = subprocess.run([sys.executable, "-m", "shelfsight", "import-onnx", str(bad), "--calib", str(calib),
+                          "--labels", str(labels), "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "bad.onnx: not a valid ONNX model" in lines[0], out.stderr
+
+
 def test_heads_single_output_uses_penultimate_features(tmp_path):
     model = load_onnx(tiny_cnn(tmp_path / "m.onnx"))
     heads = resolve_heads(model, image_input(model), CLASSES)
@@ -265,6 +291,19 @@ def test_float32_import_agrees_with_onnxruntime_and_leaves_no_sample_file(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_conversion_that_does_not_reproduce_the_onnx_model_is_not_shipped(tmp_path, calib, labels, monkeypatch):
+    from shelfsight.export import onnx_convert
+
+    other = load_onnx(tiny_cnn(tmp_path / "other.onnx", seed=7))
+    real = onnx_convert.convert_onnx
+    monkeypatch.setattr(onnx_convert, "convert_onnx", lambda model, image, sample: real(
+        with_outputs(other, ("logits", "features")), image, sample))  # a mis-conversion
+    with pytest.raises(ModelError, match=r"does not reproduce the ONNX model \(top-1 agreement"):
+        import_onnx(tiny_cnn(tmp_path / "m.onnx"), calib, labels, tmp_path / "out", _options())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_int8_import_through_the_cli_takes_uint8_pixels_and_agrees(tmp_path, calib, labels, capsys):
     from shelfsight.cli import main
     from shelfsight.edge.recognizer import Recognizer
@@ -288,3 +327,45 @@ def test_int8_import_through_the_cli_takes_uint8_pixels_and_agrees(tmp_path, cal
     (probs,) = _onnx_outputs(model, images, ["probs"])
     assert np.mean(scores.argmax(1) == probs.argmax(1)) >= 11 / 12
     assert np.abs(scores - probs).max() < 0.05
+
+
+# -- the project's own EfficientNet-Lite0, as a PyTorch-layout ONNX model -------------------
+
+@pytest.fixture(scope="module")
+def lite0_96(tmp_path_factory) -> Path:
+    from shelfsight.tools.lite0_onnx import write_lite0_onnx
+
+    return write_lite0_onnx(tmp_path_factory.mktemp("lite0") / "lite0_96.onnx", size=96)
+
+
+@pytest.mark.slow
+def test_lite0_onnx_reproduces_the_keras_port(lite0_96, calib):
+    import onnxruntime as ort
+
+    from shelfsight.preprocess import PreprocessSpec
+    from shelfsight.training.efficientnet_lite import efficientnet_lite0
+
+    images = (_prepared(calib, PreprocessSpec(size=96))[:4].astype(np.float32) - 127.0) / 128.0
+    keras_logits = efficientnet_lite0((96, 96, 3), include_top=True)(images, training=False).numpy()
+    session = ort.InferenceSession(str(lite0_96), providers=["CPUExecutionProvider"])
+    onnx_logits = np.concatenate([session.run(["logits"], {"input": x[None].transpose(0, 3, 1, 2)})[0]
+                                  for x in images])
+    np.testing.assert_allclose(onnx_logits, keras_logits, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_lite0_int8_import_agrees_with_onnxruntime(lite0_96, calib, tmp_path):
+    from shelfsight.bundle import load_bundle
+
+    imagenet = tmp_path / "imagenet.txt"
+    imagenet.write_text("".join(f"imagenet-{i}\n" for i in range(1000)))
+    options = ImportOptions(QuantizationConfig("int8", 12), InputNormalization.parse("127,128", units="pixel"),
+                            compare_images=12)
+    result = import_onnx(lite0_96, calib, imagenet, tmp_path / "bundle", options, progress=False)
+    float32, int8 = result.comparison["float32"], result.comparison["int8"]
+    assert float32.top1_agreement == 1.0 and float32.max_abs_score_diff < 1e-4, float32
+    assert int8.top1_agreement >= 10 / 12 and int8.embedding_cosine_min >= 0.98, int8
+    manifest = load_bundle(result.bundle).manifest
+    assert manifest["provenance"]["onnx"]["heads"]["embedding"]["dim"] == 1280
+    assert manifest["preprocess"]["mean"] == [127.0] * 3 and manifest["preprocess"]["std"] == [128.0] * 3
+    assert manifest["model"]["input"]["dtype"] == "uint8"
