@@ -85,22 +85,9 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
     log.info("scores from %s (%s), embedding from %s (%s)", heads.scores,
              "softmax added" if heads.softmax else "probabilities", heads.embedding, heads.embedding_source)
 
-    from .onnx_convert import bundle_model, bundle_tflite, convert_onnx, onnx2tf_sample  # TensorFlow from here on
-
-    converted = convert_onnx(trimmed, image, onnx2tf_sample(images, norm))
-    keras_model = bundle_model(converted, image, heads, norm, name=f"shelfsight_onnx_{Path(model_path).stem}")
-    float_tflite = bundle_tflite(keras_model, image.size, QuantizationConfig.for_float32())
-    with tempfile.TemporaryDirectory(prefix="shelfsight-onnx-check-") as tmp:
-        float_path = Path(tmp) / "float32.tflite"
-        float_path.write_bytes(float_tflite)
-        float_check = tflite_agreement(float_path, compare_set, ref_scores, ref_embedding)
-    log.info("float32 TFLite vs onnxruntime: %s", float_check.summary())
-    if not float_check.faithful:
-        raise ModelError(f"the converted model does not reproduce the ONNX model ({float_check.summary()}); "
-                         f"onnx2tf mis-converted an op; not shipped")
     mode = options.quantization.mode
-    shipped = (float_tflite if mode == "float32"
-               else bundle_tflite(keras_model, image.size, options.quantization, calibration=images))
+    shipped, float_check = _convert(trimmed, image, heads, options, images, compare_set, (ref_scores, ref_embedding),
+                                    name=Path(model_path).stem)
 
     out = prepare_bundle_dir(out)
     model_file = out / bundle_format.MODEL_FILE
@@ -127,6 +114,32 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
     manifest = bundle_format.write_manifest(out, manifest)
     archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
     return ImportResult(out, archive_path, manifest, comparison)
+
+
+def _convert(model, image: ImageInput, heads: Heads, options: ImportOptions, images: np.ndarray,
+             compare_set: np.ndarray, reference: tuple[np.ndarray, np.ndarray], name: str) -> tuple[bytes, Agreement]:
+    """The .tflite to ship, once a float32 conversion has been shown to reproduce onnxruntime.
+
+    Raises:
+        ModelError: onnx2tf or TFLite conversion fails, or the float32 model is not faithful.
+    """
+    from .onnx_convert import bundle_model, bundle_tflite, convert_onnx, onnx2tf_sample  # TensorFlow from here on
+
+    norm = options.normalization
+    converted = convert_onnx(model, image, onnx2tf_sample(images, norm))
+    keras_model = bundle_model(converted, image, heads, norm, name=f"shelfsight_onnx_{name}")
+    float_tflite = bundle_tflite(keras_model, image.size, QuantizationConfig.for_float32())
+    with tempfile.TemporaryDirectory(prefix="shelfsight-onnx-check-") as tmp:
+        float_path = Path(tmp) / "float32.tflite"
+        float_path.write_bytes(float_tflite)
+        float_check = tflite_agreement(float_path, compare_set, *reference)
+    log.info("float32 TFLite vs onnxruntime: %s", float_check.summary())
+    if not float_check.faithful:
+        raise ModelError(f"the converted model does not reproduce the ONNX model ({float_check.summary()}); "
+                         f"onnx2tf mis-converted an op; not shipped")
+    if options.quantization.mode == "float32":
+        return float_tflite, float_check
+    return bundle_tflite(keras_model, image.size, options.quantization, calibration=images), float_check
 
 
 def read_labels(path: str | Path) -> tuple[str, ...]:

@@ -90,7 +90,8 @@ class ImportOptions:
         embedding_output: tensor giving the embedding (default: the other output, else the
             features entering the final Gemm/MatMul, else the logits).
         scores_are: ``logits`` (softmax is added), ``probabilities`` (used as they are) or
-            ``auto`` (probabilities when a Softmax ends the graph or the values sum to 1).
+            ``auto`` (probabilities when a Softmax ends the graph, else logits; logits that
+            already sum to 1 on every calibration image are refused as ambiguous).
         compare_images: calibration images on which ONNX and TFLite outputs are compared.
     """
 
