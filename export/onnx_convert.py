@@ -8,6 +8,7 @@ directory holding that file, made from the user's own calibration images; the di
 (and everything onnx2tf writes) is removed afterwards, and the working directory is
 restored even when conversion fails. The process-wide working directory changes for the
 duration, so conversion must not run beside other threads that use relative paths.
+The input is fixed at 1 x 3 x S x S and the graph simplified with onnxsim first.
 
 The bundle's model: RGB pixels 0..255 (1 x S x S x 3) -> (pixel - mean) / std -> the
 converted graph -> "scores" (softmax added when the ONNX tensor holds logits) and
@@ -30,8 +31,8 @@ import onnx
 from shelfsight.errors import ModelError
 from shelfsight.training.tf_env import keras, tf
 
-from .onnx_graph import Heads, ImageInput, with_input_size
 from .convert import convert_with
+from .onnx_graph import Heads, ImageInput, with_input_size
 from .onnx_options import InputNormalization
 from .options import QuantizationConfig
 

@@ -255,6 +255,16 @@ def test_agreement_and_spread_are_plain_numpy():
 # -- conversions (TensorFlow, onnx2tf) ----------------------------------------------------------
 
 @pytest.mark.slow
+def test_onnx2tf_sample_is_20_normalised_128px_images_from_ours():
+    from shelfsight.export.onnx_convert import SAMPLE_FILE as name, onnx2tf_sample
+
+    images = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 255, 128)])
+    sample = onnx2tf_sample(images, InputNormalization.parse("127.5,127.5", units="pixel"))
+    assert name == SAMPLE_FILE and sample.shape == (20, 128, 128, 3) and sample.dtype == np.float32
+    np.testing.assert_allclose(sample[:4, 0, 0], [[-1.0] * 3, [1.0] * 3, [0.5 / 127.5] * 3, [-1.0] * 3])
+
+
+@pytest.mark.slow
 def test_float32_import_agrees_with_onnxruntime_and_leaves_no_sample_file(tmp_path, calib, labels, monkeypatch):
     from shelfsight.bundle import load_bundle
     from shelfsight.edge.recognizer import Recognizer
