@@ -209,6 +209,18 @@ def test_rounds_share_the_time_budget(tmp_path):
         BenchOptions(rounds=0)
 
 
+def test_worker_peak_memory_does_not_include_the_parents_size_at_fork():
+    import psutil
+
+    ballast = np.ones(320 * 2**20, np.uint8)  # 320 MiB resident in this (parent) process
+    parent = psutil.Process().memory_info().rss
+    out = subprocess.run([sys.executable, "-c", "from shelfsight.tools.bench_worker import peak_rss_bytes; "
+                          "print(peak_rss_bytes())"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert int(out.stdout) < parent - 200 * 2**20, (int(out.stdout), parent)
+    del ballast
+
+
 # ---- ratios and targets ---------------------------------------------------------------
 
 def _run(backend: str, mode: str, threads, p50: float) -> dict:

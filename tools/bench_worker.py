@@ -47,7 +47,20 @@ def _rss_now() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """The process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """The process's peak resident set size since it started this program.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's memory. Not
+    ru_maxrss: Linux carries the parent's resident size at fork into the child's
+    ru_maxrss across exec, so every worker would report at least the bench's own size.
+    Elsewhere ru_maxrss (bytes on macOS, KiB on other systems).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -52,6 +52,20 @@ def _timed(fn, inputs: list, min_time: float, warmup: int, min_runs: int) -> tup
     return first, warm, times
 
 
+def _peak_rss() -> int:
+    """VmHWM (this program's high-water mark; ru_maxrss would include the parent's size at
+    fork on Linux), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _rss_now() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -112,9 +126,7 @@ class Session:
 
     def close(self) -> dict[str, Any]:
         self.task.close()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"ok": True, "rss": {"baseline_bytes": self.baseline,
-                                    "peak_bytes": peak if sys.platform == "darwin" else peak * 1024}}
+        return {"ok": True, "rss": {"baseline_bytes": self.baseline, "peak_bytes": _peak_rss()}}
 
 
 def _send(message: dict[str, Any]) -> None:
