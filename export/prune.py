@@ -48,11 +48,10 @@ def prune_model(model: keras.Model, data: LoadedImages, num_classes: int, option
         initial_sparsity=0.0, final_sparsity=options.sparsity, begin_step=0,
         end_step=max(1, int(total * options.end_fraction)), frequency=min(options.frequency, max(1, total // 4)))
 
-    def wrap(layer):
+    def wrap(layer):  # wraps (or keeps) the original layer, so the trained weights carry over
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule) if prunable(layer) else layer
 
     pruned = keras.models.clone_model(model, clone_function=wrap)
-    pruned.set_weights(model.get_weights())
     for layer in pruned.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False

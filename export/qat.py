@@ -56,11 +56,14 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: in
         return qkeras.quantize_annotate_layer(layer, quantize_config=NoOpQuantizeConfig())
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
     scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
               else qkeras.default_8bit.Default8BitQuantizeScheme())
     with qkeras.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
         qat = qkeras.quantize_apply(annotated, scheme)
+    # quantize_apply renames every layer "quant_<name>"; the converted model's outputs must keep
+    # the contract's names, so name them again with identity layers (removed by the converter).
+    qat = keras.Model(qat.input, {name: keras.layers.Activation("linear", name=name)(qat.get_layer(f"quant_{name}").output)
+                                  for name in ("scores", "embedding")}, name=model.name)
     augment.fine_tune_scores(qat, data.images, data.label_ids, num_classes, options.learning_rate, options.epochs,
                              options.batch_size, progress=progress)
     return qat
