@@ -205,10 +205,11 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, column, label in ((axes[0], 1, "model size, gzip (MB)"), (axes[1], 2, "p50 latency, fewest threads (ms)")):
-        for p in points:
-            if p[column] is not None:
+        for i, p in enumerate(points):
+            if p[column] is not None:  # labels alternate above and below: equal accuracies do not collide
                 ax.scatter(p[column], p[3])
-                ax.annotate(p[0], (p[column], p[3]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+                ax.annotate(p[0], (p[column], p[3]), fontsize=8, xytext=(4, 4 if i % 2 == 0 else -11),
+                            textcoords="offset points")
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
