@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,train,onnx,sync,dev]"
-	# Metadata schema only; its declared deps clash with the pinned protobuf (see README).
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tflite-support
+	# tflite-support: its metadata schema only; tf2onnx: the benchmark's onnxruntime comparison.
+	# Both declare protobuf 3.20, which clashes with onnx2tf's pin; what they use runs on 4.25 (see README).
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tflite-support tf2onnx
 	touch $(STAMP)
 
 install: $(STAMP)

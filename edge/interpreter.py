@@ -21,7 +21,7 @@ from shelfsight.errors import ModelError, RuntimeUnavailableError
 
 RUNTIMES = ("litert", "tflite_runtime", "tensorflow")
 _MODULES = {"litert": "ai_edge_litert.interpreter", "tflite_runtime": "tflite_runtime.interpreter",
-            "tensorflow": "tensorflow.lite"}
+            "tensorflow": "tensorflow"}
 _DISTRIBUTIONS = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow"}
 
 
@@ -52,8 +52,8 @@ def load_runtime(name: str = "auto") -> Runtime:
             ver = version(_DISTRIBUTIONS[candidate])
         except PackageNotFoundError:
             ver = "unknown"
-        if candidate == "tensorflow":
-            return Runtime(candidate, ver, module.Interpreter, module.experimental.load_delegate)
+        if candidate == "tensorflow":  # tf.lite is an attribute of the tensorflow package, not a module
+            return Runtime(candidate, ver, module.lite.Interpreter, module.lite.experimental.load_delegate)
         return Runtime(candidate, ver, module.Interpreter, module.load_delegate)
     wanted = "any of " + ", ".join(_DISTRIBUTIONS.values()) if name == "auto" else _DISTRIBUTIONS[name]
     raise RuntimeUnavailableError(f"no TFLite runtime installed: pip install {wanted}")

@@ -1,8 +1,7 @@
 """Keras model -> .tflite bytes, in one of the four quantization modes.
 
-int8 is full-integer with a uint8 input: the calibration set includes a black and a white
-frame so the input quantization is exactly scale 1, zero point 0, and the device feeds
-camera pixels untouched. Outputs stay float32 (a dequantize at the end), named by the
+int8 is full-integer with a uint8 input: the calibration set spans exactly 0..255, so the
+input quantization is scale 1, zero point 0, and the device feeds camera pixels untouched. Outputs stay float32 (a dequantize at the end), named by the
 model's output names in the signature.
 """
 from __future__ import annotations
@@ -16,11 +15,17 @@ from .options import QuantizationConfig
 
 
 def representative_set(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` images drawn from ``images`` (uint8 N x S x S x 3), plus black and white frames."""
+    """``count`` images drawn from ``images`` (uint8 N x S x S x 3).
+
+    One pixel of the first image is set to 0 and one to 255, so the observed input range
+    is exactly 0..255 (input scale 1, zero point 0) without adding black or white frames,
+    whose extreme activations would widen the ranges of every layer behind the input.
+    """
     rng = np.random.default_rng(seed)
-    pick = images[rng.permutation(len(images))[:count]]
-    extremes = np.stack([np.zeros_like(images[0]), np.full_like(images[0], 255)])
-    return np.concatenate([extremes, pick])
+    pick = images[rng.permutation(len(images))[:count]].copy()
+    pick[0, 0, 0] = 0
+    pick[0, 0, 1] = 255
+    return pick
 
 
 def to_tflite(model: keras.Model, config: QuantizationConfig, calibration: np.ndarray | None = None,
