@@ -2,11 +2,14 @@
 
 train (EfficientNet-Lite0, real ImageNet weights) -> export int8 bundle -> index the
 catalog -> run the edge runtime on a video made from val images training never saw ->
-short benchmark. Prints what it recognised and where the bundle is.
+short benchmark (`shelfsight bench`, in its own process as a user would run it).
+Prints what it recognised and where the bundle is.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,6 +95,13 @@ def demo(out, data, image_size):
     click.echo(f"   {summary.events} events for {len(picks)} products ({right} name the product on screen), "
                f"{summary.frames} frames at {summary.fps:.0f} fps, inference p50 {summary.inference_p50_ms:.1f} ms "
                f"({time.perf_counter() - t:.0f}s) -> {events_path}")
+
+    t = _step("5. benchmark the bundle on this device")
+    bench = subprocess.run([sys.executable, "-m", "shelfsight", "bench", str(bundle_dir), "--threads", "1,2",
+                            "--min-time", "2", "--data", str(data), "--out", str(out / "bench")])
+    if bench.returncode != 0:
+        click.echo(f"   benchmark failed (exit {bench.returncode}); the bundle itself is fine", err=True)
+    click.echo(f"   report: {out / 'bench' / 'report.md'} ({time.perf_counter() - t:.0f}s)")
 
     click.secho(f"\nbundle: {bundle_dir.resolve()}", bold=True)
     click.echo(f"try:    shelfsight classify {bundle_dir} {picks[0].path}")
