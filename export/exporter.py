@@ -75,7 +75,9 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
         val = None
 
     model = load_model(run / "model.keras")
-    float_model = model
+    # The guard compares the shipped model with the float model as trained; predict before
+    # pruning, which changes the trained layers in place.
+    float_val = predict(model, val.images) if val is not None and len(val.images) else None
     sparsity = None
     if prune:
         from .prune import prune_model
@@ -98,9 +100,9 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
     metrics: dict[str, Any] = {}
     guard = None
     thresholds = {"unknown_score": 0.0}
-    if val is not None and len(val.images):
+    if float_val is not None:
         q_scores, q_emb = predict_tflite(model_path, val.images, progress=progress)
-        f_scores, f_emb = predict(float_model, val.images)
+        f_scores, f_emb = float_val
         report = classification_report(q_scores, val.label_ids, labels, config.get("coarse_of") or None)
         guard = compare(f_scores, q_scores, f_emb, q_emb, val.label_ids, labels, margin if max_drop is None else max_drop)
         thresholds["unknown_score"] = report["unknown_threshold"]

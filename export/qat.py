@@ -64,6 +64,12 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: in
     # the contract's names, so name them again with identity layers (removed by the converter).
     qat = keras.Model(qat.input, {name: keras.layers.Activation("linear", name=name)(qat.get_layer(f"quant_{name}").output)
                                   for name in ("scores", "embedding")}, name=model.name)
+    # BatchNorm keeps its trained statistics (inference mode), as in stage 2 of training: batch
+    # statistics of small augmented batches wreck the folded conv weights QAT learns.
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            layer.trainable = False
     augment.fine_tune_scores(qat, data.images, data.label_ids, num_classes, options.learning_rate, options.epochs,
                              options.batch_size, progress=progress)
     return qat

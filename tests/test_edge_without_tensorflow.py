@@ -26,9 +26,10 @@ from shelfsight.images import read_image
 bundle, image = sys.argv[1], sys.argv[2]
 with Recognizer.create_from_bundle(bundle) as rec:
     r = rec.classify(read_image(image))
+    runtime = rec.model.runtime.name
 check = health_check(bundle)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "torch"))
-print(json.dumps({"label": r.predictions[0].label, "heavy": heavy, "runtime": rec.model.runtime.name}))
+print(json.dumps({"label": r.predictions[0].label, "heavy": heavy, "runtime": runtime}))
 """
 
 
