@@ -44,9 +44,12 @@ def prune_model(model: keras.Model, data: LoadedImages, num_classes: int, option
     """
     steps_per_epoch = int(np.ceil(len(data.images) / options.batch_size))
     total = steps_per_epoch * options.epochs
+    frequency = min(options.frequency, max(1, total // 4))
+    # tfmot prunes only on steps that are multiples of the frequency: an end step between two
+    # of them never applies the final sparsity.
+    end_step = max(frequency, int(total * options.end_fraction) // frequency * frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=options.sparsity, begin_step=0,
-        end_step=max(1, int(total * options.end_fraction)), frequency=min(options.frequency, max(1, total // 4)))
+        initial_sparsity=0.0, final_sparsity=options.sparsity, begin_step=0, end_step=end_step, frequency=frequency)
 
     def wrap(layer):  # wraps (or keeps) the original layer, so the trained weights carry over
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule) if prunable(layer) else layer
