@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: install demo test test-fast peers clean
+.PHONY: install demo demo-sync test test-fast peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/shelfsight demo --out $(DEMO_OUT)
+
+# The demo, then its events sent through a durable outbox to the reference sync server on loopback.
+demo-sync: $(STAMP)
+	$(BIN)/shelfsight demo --out $(DEMO_OUT) --sync
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

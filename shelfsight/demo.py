@@ -35,7 +35,9 @@ def _step(title: str) -> float:
 @click.option("--out", type=click.Path(), default="demo-out", show_default=True, help="Where everything is written.")
 @click.option("--data", type=click.Path(), default=str(SAMPLE), show_default=True)
 @click.option("--image-size", type=click.IntRange(96, 320), default=224, show_default=True)
-def demo(out, data, image_size):
+@click.option("--sync", "with_sync", is_flag=True,
+              help="Also start the reference sync server on loopback and send the events to it.")
+def demo(out, data, image_size, with_sync):
     """Train, export, index, run and benchmark on the bundled sample, end to end."""
     from shelfsight.edge.indexing import build_index
     from shelfsight.images import read_image
@@ -103,5 +105,32 @@ def demo(out, data, image_size):
         click.echo(f"   benchmark failed (exit {bench.returncode}); the bundle itself is fine", err=True)
     click.echo(f"   report: {out / 'bench' / 'report.md'} ({time.perf_counter() - t:.0f}s)")
 
+    if with_sync:
+        _sync_step(out, bundle_dir, video)
+
     click.secho(f"\nbundle: {bundle_dir.resolve()}", bold=True)
     click.echo(f"try:    shelfsight classify {bundle_dir} {picks[0].path}")
+
+
+def _sync_step(out: Path, bundle_dir: Path, video: Path) -> None:
+    """Run the device program with a durable outbox against the reference server on loopback."""
+    import os
+    import secrets
+
+    from shelfsight.tools.sync_server import ServerConfig, SyncServer
+
+    t = _step("6. sync: device outbox -> reference server on loopback")
+    token = secrets.token_hex(16)
+    outbox = out / "outbox.db"
+    env = dict(os.environ, SHELFSIGHT_SYNC_TOKEN=token)
+    with SyncServer(ServerConfig(data_dir=out / "sync-server", token=token, port=0, bundle=bundle_dir)) as server:
+        device = [sys.executable, "-m", "shelfsight", "-q"]
+        subprocess.run(device + ["run", str(bundle_dir), "--source", str(video), "--sink", f"jsonl:{out / 'events-sync.jsonl'}",
+                                 "--outbox", str(outbox), "--endpoint", server.url], env=env, check=True,
+                       stderr=subprocess.DEVNULL)
+        subprocess.run(device + ["sync", "--once", "--endpoint", server.url, "--outbox", str(outbox)], env=env,
+                       check=True)
+        stats = server.state.store.stats()
+    sent = len((out / "events-sync.jsonl").read_text().splitlines())
+    click.echo(f"   {sent} events produced, {stats['events']} distinct events stored by the server "
+               f"({stats['redeliveries']} redeliveries absorbed) at {server.url} ({time.perf_counter() - t:.0f}s)")
