@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from shelfsight.errors import ShelfsightError
-
 from .sync_cli import config_from_options, sync_options
 
 RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
@@ -143,5 +141,3 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     click.echo(f"{report['frames']} frames, {report['events']} events, {report['fps']:.1f} fps, "
                f"p50 {report['latency_p50_ms']:.1f} ms, stopped by {report['stopped_by']}", err=True)
 
-
-__all__ = ["classify", "run_command", "ShelfsightError"]

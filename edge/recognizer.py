@@ -7,7 +7,8 @@ Input: one BGR uint8 frame of any size (OpenCV's layout); it is cropped and resi
 exactly as the bundle's manifest says. The model gives ``scores`` (1 x C) and
 ``embedding`` (1 x D, unit norm) from one inference; classes under the bundle's unknown
 threshold give ``label=None``; the embedding is searched in the bundle's catalog index
-when it has one.
+when it has one, and items under the bundle's similarity threshold are left out (no
+match at all is search's "unknown").
 """
 from __future__ import annotations
 
