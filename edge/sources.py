@@ -12,6 +12,7 @@ or starts again from the first frame when it was made with `loop=True`.
 """
 from __future__ import annotations
 
+import abc
 import logging
 import re
 import sys
@@ -86,7 +87,7 @@ class FrameSource(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class BaseSource:
+class BaseSource(abc.ABC):
     """Base for sources: idempotent open/close, frame numbering, context manager.
 
     A subclass implements `_open()`, `_read()` (return `self._frame(image)` or None) and
@@ -141,8 +142,9 @@ class BaseSource:
     def _close(self) -> None:
         pass
 
+    @abc.abstractmethod
     def _read(self) -> Frame | None:
-        raise NotImplementedError
+        """The next frame, or None at the end of the source."""
 
 
 class ArraySource(BaseSource):
