@@ -1,16 +1,21 @@
 """Quantization-aware training with tensorflow-model-optimization.
 
-Layers the default 8-bit registry does not know (our input normalisation, the embedding's
-unit normalisation, the cosine scale) are annotated with a no-op config: they stay float
-in training and the converter quantizes them from calibration, like everything in PTQ.
-After pruning, tfmot's pruning-preserving scheme keeps the zeros.
+BatchNorm is folded into the convolutions first (see fold.py), and every quantizer range
+starts where the float model is, so QAT starts at PTQ's accuracy instead of collapsing.
+Layers the default 8-bit registry does not know (the embedding's unit normalisation, the
+cosine scale) get a no-op config; the input normalisation is left float. The converter
+quantizes those from calibration, like everything in PTQ. After pruning, tfmot's
+pruning-preserving scheme keeps the zeros.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from shelfsight.datasets import LoadedImages
 from shelfsight.training import augment
 from shelfsight.training.tf_env import keras
 
+from .fold import fold_batchnorm
 from .options import QATOptions
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after tf_env: Keras 2)
@@ -57,8 +62,8 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: in
             return qkeras.quantize_annotate_layer(layer)
         return qkeras.quantize_annotate_layer(layer, quantize_config=NoOpQuantizeConfig())
 
-    annotated = keras.models.clone_model(model, clone_function=annotate)
-    float_model = model
+    float_model = fold_batchnorm(model)
+    annotated = keras.models.clone_model(float_model, clone_function=annotate)
     scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
               else qkeras.default_8bit.Default8BitQuantizeScheme())
     with qkeras.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
@@ -67,12 +72,6 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, num_classes: in
     # the contract's names, so name them again with identity layers (removed by the converter).
     qat = keras.Model(qat.input, {name: keras.layers.Activation("linear", name=name)(qat.get_layer(f"quant_{name}").output)
                                   for name in ("scores", "embedding")}, name=model.name)
-    # BatchNorm keeps its trained statistics (inference mode), as in stage 2 of training: batch
-    # statistics of small augmented batches wreck the folded conv weights QAT learns.
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", layer)
-        if isinstance(inner, keras.layers.BatchNormalization):
-            layer.trainable = False
     init_activation_ranges(qat, float_model, data.images[:64])
     augment.fine_tune_scores(qat, data.images, data.label_ids, num_classes, options.learning_rate, options.epochs,
                              options.batch_size, progress=progress)
@@ -105,4 +104,23 @@ def init_activation_ranges(qat: keras.Model, float_model: keras.Model, images) -
         for vmin, vmax in pairs:
             vmin.assign(low)
             vmax.assign(high)
+    _init_weight_ranges(qat)
     return sum(len(p) for p in targets.values())
+
+
+def _init_weight_ranges(qat: keras.Model) -> None:
+    """Kernel quantizer ranges from the kernels themselves (tfmot sets them only in training steps)."""
+    for layer in qat.layers:
+        variables = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
+        for kernel_name in ("kernel", "depthwise_kernel"):
+            if f"{kernel_name}_min" not in variables or kernel_name not in variables:
+                continue
+            kernel = variables[kernel_name].numpy()
+            vmin, vmax = variables[f"{kernel_name}_min"], variables[f"{kernel_name}_max"]
+            if vmin.shape.rank and vmin.shape[0] > 1:  # per output channel
+                flat = kernel.reshape(-1, kernel.shape[-1])
+                low, high = flat.min(axis=0), flat.max(axis=0)
+            else:
+                low, high = np.full(vmin.shape, kernel.min()), np.full(vmin.shape, kernel.max())
+            vmin.assign(np.minimum(low, 0.0))
+            vmax.assign(np.maximum(high, 0.0))

@@ -134,6 +134,9 @@ def test_qat_export_loads_and_qat_needs_int8(tiny_run, tmp_path):
     result = export_run(tiny_run, tmp_path / "qat", QuantizationConfig.for_int8(32), qat=QATOptions(epochs=1),
                         progress=False)
     assert health_check(result.bundle)["bundle_id"] == result.manifest["bundle_id"]
+    # regression: QAT on unfolded BatchNorm with tfmot's [-6, 6] starting ranges collapsed to ~40%
+    assert result.guard.top1_quant >= result.guard.top1_float - 0.15, result.guard.to_dict()
+    assert result.guard.embedding_cosine_mean >= 0.9
 
 
 def _shape_of(value):
