@@ -7,10 +7,11 @@ names the nearest palette colour, so it survives JPEG/MPEG-4 compression. Grey i
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from shelfsight.edge.postprocess import Prediction, Recognition
+from shelfsight.edge.search import Match
 from shelfsight.edge.sources import BaseSource, Frame
 from shelfsight.errors import SourceError
 
@@ -20,34 +21,6 @@ PALETTE = {  # BGR
     "plum": (200, 60, 60),
     None: (128, 128, 128),
 }
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    score: float
-    index: int
-
-
-@dataclass(frozen=True)
-class Match:
-    item_id: str
-    sku: str
-    label: str
-    name: str
-    similarity: float
-
-
-@dataclass(frozen=True)
-class Recognition:
-    label: str | None
-    score: float
-    predictions: tuple[Prediction, ...]
-    matches: tuple[Match, ...]
-    latency_ms: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def colour_frame(label: str | None, size: tuple[int, int] = (240, 320), grid: int = 16) -> np.ndarray:
