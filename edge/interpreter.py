@@ -2,7 +2,8 @@
 
 Tried in order: LiteRT (``ai_edge_litert``), ``tflite_runtime``, and TensorFlow's
 ``tf.lite`` as a last resort (a training machine). `TFLiteModel` feeds camera pixels
-(uint8) to uint8, int8 or float32 inputs and returns named, dequantised outputs.
+(uint8) to uint8 inputs as they are (their quantization holds the normalisation), to int8
+or float32 inputs as values 0..255, and returns named, dequantised outputs.
 
 Shapes: input 1 x S x S x 3 RGB pixels 0..255; outputs by signature name, e.g.
 ``scores`` 1 x C (float32) and ``embedding`` 1 x D (float32, unit norm).
@@ -150,8 +151,8 @@ class TFLiteModel:
             raise ModelError(f"input size {pixels.shape[2]}x{pixels.shape[1]}, "
                              f"model expects {self.input_size[1]}x{self.input_size[0]}")
         info = self.input
-        if info.dtype == np.uint8 and pixels.dtype == np.uint8 and info.scale in (0.0, 1.0) and info.zero_point == 0:
-            feed = pixels
+        if info.dtype == np.uint8:  # camera pixels as they are; the input quantization is the normalisation
+            feed = pixels if pixels.dtype == np.uint8 else np.clip(np.round(pixels), 0, 255).astype(np.uint8)
         elif info.quantized:
             feed = quantize(pixels, info)
         else:

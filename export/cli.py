@@ -16,7 +16,7 @@ from shelfsight.cli import progress_disabled
               help="Magnitude-prune to this sparsity during a short fine-tune.")
 @click.option("--prune-epochs", type=int, default=2, show_default=True)
 @click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion.")
-@click.option("--qat-epochs", type=int, default=2, show_default=True)
+@click.option("--qat-epochs", type=int, default=3, show_default=True)
 @click.option("--calibration-images", type=int, default=300, show_default=True)
 @click.option("--margin", type=float, default=10.0, show_default=True,
               help="Name classes that lose more than this many points against the float model.")

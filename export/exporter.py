@@ -52,7 +52,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
     """
     from shelfsight.training.model import load_model, predict
 
-    from .convert import to_tflite
+    from .convert import input_quantization, to_tflite, without_normalisation
 
     run = Path(run_dir)
     if not (run / "model.keras").is_file():
@@ -78,17 +78,22 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
     # The guard compares the shipped model with the float model as trained; predict before
     # pruning, which changes the trained layers in place.
     float_val = predict(model, val.images) if val is not None and len(val.images) else None
-    sparsity = None
+    sparsity = qat_cosine = None
     if prune:
         from .prune import prune_model
 
         model, sparsity = prune_model(model, train_images, len(labels), prune, progress)
+    normalised_input = input_quantization(spec) if quantization.mode == "int8" else None
     if qat:
         from .qat import quantize_aware_train
 
-        model = quantize_aware_train(model, train_images, len(labels), qat, preserve_sparsity=bool(prune),
-                                     progress=progress)
-    tflite = to_tflite(model, quantization, calibration=train_images.images, quantize_aware=bool(qat))
+        trained = quantize_aware_train(model, train_images, qat, preserve_sparsity=bool(prune),
+                                       normalised_input=normalised_input, progress=progress)
+        model, qat_cosine = trained.model, trained.embedding_cosine
+    elif normalised_input:
+        model = without_normalisation(model)
+    tflite = to_tflite(model, quantization, calibration=train_images.images, quantize_aware=bool(qat),
+                       normalised_input=normalised_input)
 
     out = prepare_bundle_dir(out)  # re-export replaces the bundle; index files would be stale
     model_path = out / bundle_format.MODEL_FILE
@@ -121,7 +126,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
                     "image_size": config["model"]["image_size"], "dataset": config["data"],
                     "dataset_fingerprint": config.get("dataset_fingerprint"),
                     "pruning": ({**asdict(prune), "achieved": sparsity} if prune else None),
-                    "qat": asdict(qat) if qat else None,
+                    "qat": {**asdict(qat), "embedding_cosine": qat_cosine} if qat else None,
                     "tools": tool_versions()},
     )
     manifest = bundle_format.write_manifest(out, manifest)

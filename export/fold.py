@@ -19,10 +19,15 @@ def _inbound(layer) -> list:
     return node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
 
 
-def fold_batchnorm(model: keras.Model) -> keras.Model:
+def fold_batchnorm(model: keras.Model, skip: tuple[str, ...] = ()) -> keras.Model:
     """A new model, equal in outputs, where every BatchNormalization that is the only consumer
     of a Conv2D / DepthwiseConv2D is folded into that layer's kernel and bias. Every layer is
-    rebuilt from its config (the original model is left untouched)."""
+    rebuilt from its config (the original model is left untouched).
+
+    Args:
+        skip: names of single-input layers to drop (their input goes straight through), such
+            as dropout, which does nothing at inference.
+    """
     consumers: dict[str, list] = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.InputLayer):
@@ -38,8 +43,8 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.layers.InputLayer):
             tensors[layer.name] = keras.Input(tuple(layer.output.shape[1:]), name=layer.name)
             continue
-        if layer.name in folded_bn:
-            tensors[layer.name] = tensors[folded_bn[layer.name]]
+        if layer.name in folded_bn or layer.name in skip:
+            tensors[layer.name] = tensors[folded_bn.get(layer.name) or _inbound(layer)[0].name]
             continue
         args = [tensors[src.name] for src in _inbound(layer)]
         config = layer.get_config()

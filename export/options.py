@@ -74,10 +74,10 @@ class PruneOptions:
 
 @dataclass(frozen=True)
 class QATOptions:
-    """Quantization-aware training before conversion."""
+    """Quantization-aware training (distilling the float model) before conversion."""
 
-    epochs: int = 2
-    learning_rate: float = 5e-5
+    epochs: int = 3
+    learning_rate: float = 3e-5
     batch_size: int = 32
 
     def __post_init__(self) -> None:

@@ -25,3 +25,7 @@ def test_folded_model_matches_and_has_no_batchnorm_after_convs():
     np.testing.assert_allclose(a["scores"], b["scores"], atol=2e-4)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 49
+    # dropping the dropout (identity at inference) changes nothing either
+    no_dropout = fold_batchnorm(model, skip=("head_dropout",))
+    assert "head_dropout" not in [layer.name for layer in no_dropout.layers]
+    np.testing.assert_allclose(no_dropout.predict(x, verbose=0)["embedding"], a["embedding"], atol=2e-4)

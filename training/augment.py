@@ -57,7 +57,7 @@ def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarra
 def fine_tune_scores(model, images: np.ndarray, label_ids: np.ndarray, num_classes: int, learning_rate: float,
                      epochs: int, batch_size: int, callbacks=(), progress: bool = True) -> None:
     """Fine-tune ``model`` (outputs {"scores", ...}) on the class scores, with augmentation and
-    class balancing — the short fine-tunes of pruning and QAT."""
+    class balancing — the short fine-tune of pruning."""
     view = keras.Model(model.input, model.output["scores"])
     view.compile(optimizer=keras.optimizers.Adam(learning_rate),
                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])

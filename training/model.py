@@ -22,7 +22,7 @@ from .backbones import BACKBONES, build_backbone
 from .options import ModelOptions
 from .tf_env import keras
 
-SCORES, EMBEDDING, FEATURES = "scores", "embedding", "pool"
+SCORES, EMBEDDING, FEATURES, NORMALIZE = "scores", "embedding", "pool", "normalize"
 
 
 @dataclass
@@ -45,11 +45,11 @@ def build_model(options: ModelOptions, num_classes: int) -> ProductModel:
     spec = BACKBONES[options.backbone]
     image = keras.Input((options.image_size, options.image_size, 3), name="image")
     mean, std = np.array(spec.mean, np.float32), np.array(spec.std, np.float32)
-    x = keras.layers.Rescaling(scale=(1.0 / std).tolist(), offset=(-mean / std).tolist(), name="normalize")(image)
+    x = keras.layers.Rescaling(scale=(1.0 / std).tolist(), offset=(-mean / std).tolist(), name=NORMALIZE)(image)
     backbone = build_backbone(options.backbone, options.image_size, options.alpha, options.weights, input_tensor=x)
     # With input_tensor the backbone model starts at our input and normalisation layers.
     backbone_layers = [layer for layer in backbone.layers
-                       if not isinstance(layer, keras.layers.InputLayer) and layer.name != "normalize"]
+                       if not isinstance(layer, keras.layers.InputLayer) and layer.name != NORMALIZE]
     pooled = keras.layers.GlobalAveragePooling2D(name=FEATURES)(backbone.output)
 
     dropout = keras.layers.Dropout(options.dropout, name="head_dropout")
