@@ -6,22 +6,26 @@ import numpy as np
 from .tf_env import keras, tf
 
 
-def random_resized_crop(image, size: int, area=(0.45, 1.0), ratio=(0.75, 1.333)):
+def random_resized_crop(image, size: int, area=(0.45, 1.0), ratio=(0.75, 1.333), seed: int = 1):
     begin, extent, _ = tf.image.sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
-        aspect_ratio_range=ratio, area_range=area, max_attempts=10, use_image_if_no_bounding_boxes=True)
+        aspect_ratio_range=ratio, area_range=area, max_attempts=10, use_image_if_no_bounding_boxes=True, seed=seed)
     crop = tf.slice(image, begin, extent)
     return tf.image.resize(crop, (size, size), method="bilinear")
 
 
-def augment_image(image, size: int):
-    """Random resized crop, horizontal flip and colour jitter; float32 0..255 out."""
-    x = random_resized_crop(tf.cast(image, tf.float32), size)
-    x = tf.image.random_flip_left_right(x)
-    x = tf.image.random_brightness(x, 0.15 * 255.0)
-    x = tf.image.random_contrast(x, 0.8, 1.2)
-    x = tf.image.random_saturation(x, 0.75, 1.25)
-    x = tf.image.random_hue(x, 0.03)
+def augment_image(image, size: int, seed: int = 0):
+    """Random resized crop, horizontal flip and colour jitter; float32 0..255 out.
+
+    Every random op gets a non-zero seed: with TensorFlow's op determinism on (which some
+    libraries switch on), unseeded ones refuse to run.
+    """
+    x = random_resized_crop(tf.cast(image, tf.float32), size, seed=seed + 1)
+    x = tf.image.random_flip_left_right(x, seed=seed + 2)
+    x = tf.image.random_brightness(x, 0.15 * 255.0, seed=seed + 3)
+    x = tf.image.random_contrast(x, 0.8, 1.2, seed=seed + 4)
+    x = tf.image.random_saturation(x, 0.75, 1.25, seed=seed + 5)
+    x = tf.image.random_hue(x, 0.03, seed=seed + 6)
     return tf.clip_by_value(x, 0.0, 255.0)
 
 
@@ -46,7 +50,7 @@ def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarra
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if augment:
         rotate = rotation_layer(seed)
-        ds = ds.map(lambda x, t, s: (augment_image(x, size), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, t, s: (augment_image(x, size, seed), t, s), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size).map(lambda x, t, s: (rotate(x, training=True), t, s),
                                       num_parallel_calls=tf.data.AUTOTUNE)
     else:
