@@ -175,10 +175,18 @@ def _pin_input_range(qat: keras.Model, low: float, high: float) -> None:
     full pixel range, which no input exceeds, it stays exactly there, and whole pixel values
     are quantized without error."""
     for layer in qat.layers:
-        variables = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
-        if layer.name.startswith("quantize_layer") and "quantize_layer_min" in variables:
-            variables["quantize_layer_min"].assign(low)
-            variables["quantize_layer_max"].assign(high)
+        for vmin, vmax in input_quantizer_ranges(layer):
+            vmin.assign(low)
+            vmax.assign(high)
+
+
+def input_quantizer_ranges(layer) -> list:
+    """[(min, max)] variables of a tfmot QuantizeLayer (named after the layer, which Keras
+    numbers when several QAT models are built in one process), else []."""
+    if type(layer).__name__ != "QuantizeLayer":
+        return []
+    ends = {v.name.split(":")[0].rsplit("_", 1)[-1]: v for v in layer.weights}
+    return [(ends["min"], ends["max"])]
 
 
 def _zero_masks(qat: keras.Model) -> list[tuple[tf.Variable, np.ndarray]]:
@@ -206,10 +214,10 @@ def init_activation_ranges(qat: keras.Model, float_model: keras.Model, images) -
         for prefix in ("post_activation", "output"):
             if f"{prefix}_min" in variables and name in {x.name for x in float_model.layers}:
                 targets.setdefault(name, []).append((variables[f"{prefix}_min"], variables[f"{prefix}_max"]))
-        if layer.name.startswith("quantize_layer") and "quantize_layer_min" in variables:
+        for pair in input_quantizer_ranges(layer):
             source = layer.inbound_nodes[0].inbound_layers
             source = source[0] if isinstance(source, list) else source
-            targets.setdefault(source.name, []).append((variables["quantize_layer_min"], variables["quantize_layer_max"]))
+            targets.setdefault(source.name, []).append(pair)
     probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in targets])
     outputs = probe.predict(images.astype("float32"), batch_size=16, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
