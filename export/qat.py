@@ -117,7 +117,7 @@ def _conv_weights_kept():
         default_8bit_transforms.LayerReLUQuantize = original
 
 
-@dataclass
+@dataclass(frozen=True)
 class QATResult:
     model: keras.Model             # fake-quant layers in place
     embedding_cosine: list[float]  # student vs float model, mean per epoch
@@ -173,20 +173,15 @@ def quantize_aware_train(model: keras.Model, data: LoadedImages, options: QATOpt
 def _pin_input_range(qat: keras.Model, low: float, high: float) -> None:
     """The input quantizer tracks the extremes it sees (AllValuesQuantizer); starting at the
     full pixel range, which no input exceeds, it stays exactly there, and whole pixel values
-    are quantized without error."""
+    are quantized without error. Its variables are named after the layer, which Keras numbers
+    when several QAT models are built in one process: found by type and name ending."""
+    bounds = {"min": low, "max": high}
     for layer in qat.layers:
-        for vmin, vmax in input_quantizer_ranges(layer):
-            vmin.assign(low)
-            vmax.assign(high)
-
-
-def input_quantizer_ranges(layer) -> list:
-    """[(min, max)] variables of a tfmot QuantizeLayer (named after the layer, which Keras
-    numbers when several QAT models are built in one process), else []."""
-    if type(layer).__name__ != "QuantizeLayer":
-        return []
-    ends = {v.name.split(":")[0].rsplit("_", 1)[-1]: v for v in layer.weights}
-    return [(ends["min"], ends["max"])]
+        if type(layer).__name__ == "QuantizeLayer":
+            for variable in layer.weights:
+                end = variable.name.split(":")[0].rsplit("_", 1)[-1]
+                if end in bounds:
+                    variable.assign(bounds[end])
 
 
 def _zero_masks(qat: keras.Model) -> list[tuple[tf.Variable, np.ndarray]]:
@@ -201,7 +196,8 @@ def _zero_masks(qat: keras.Model) -> list[tuple[tf.Variable, np.ndarray]]:
 
 
 def init_activation_ranges(qat: keras.Model, float_model: keras.Model, images) -> int:
-    """Start every activation quantizer at the range the float model's layer really has.
+    """Start every activation quantizer at the range the float model's layer really has (the
+    input quantizer is pinned separately, `_pin_input_range`).
 
     tfmot's moving-average quantizers start at [-6, 6] and move with an EMA decay of 0.999,
     so a short QAT fine-tune would spend its few hundred steps clipping activations (the
@@ -214,10 +210,6 @@ def init_activation_ranges(qat: keras.Model, float_model: keras.Model, images) -
         for prefix in ("post_activation", "output"):
             if f"{prefix}_min" in variables and name in {x.name for x in float_model.layers}:
                 targets.setdefault(name, []).append((variables[f"{prefix}_min"], variables[f"{prefix}_max"]))
-        for pair in input_quantizer_ranges(layer):
-            source = layer.inbound_nodes[0].inbound_layers
-            source = source[0] if isinstance(source, list) else source
-            targets.setdefault(source.name, []).append(pair)
     probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in targets])
     outputs = probe.predict(images.astype("float32"), batch_size=16, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
