@@ -20,10 +20,10 @@ from shelfsight.datasets import Dataset, Sample, load_dataset
 from shelfsight.errors import DatasetError
 from shelfsight.images import UnreadableImage, read_image
 
-from .catalog import Catalog, CatalogItem
-from .recognizer import Recognizer
-from .search import CatalogIndex, calibrate_similarity_threshold
-from .vectors import ExactSearch, unit_rows
+from .catalog.items import Catalog, CatalogItem
+from .runtime.recognizer import Recognizer
+from .catalog.search import CatalogIndex, calibrate_similarity_threshold
+from .catalog.vectors import ExactSearch, unit_rows
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def embed_metadata(model_path: Path, labels: Sequence[str], name: str, descripti
 
 def model_section(model_path: Path, mode: str) -> dict[str, Any]:
     """The manifest's "model" section, read from the .tflite through the edge interpreter."""
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime import TFLiteModel
 
     m = TFLiteModel(model_path, threads=1)
 

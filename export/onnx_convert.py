@@ -12,7 +12,7 @@ The input is fixed at 1 x 3 x S x S and the graph simplified with onnxsim first.
 
 The bundle's model: RGB pixels 0..255 (1 x S x S x 3) -> (pixel - mean) / std -> the
 converted graph -> "scores" (softmax added when the ONNX tensor holds logits) and
-"embedding" (L2-normalised), as `shelfsight.edge.recognizer` reads them.
+"embedding" (L2-normalised), as `shelfsight.edge.runtime.recognizer` reads them.
 """
 from __future__ import annotations
 

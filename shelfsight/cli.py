@@ -16,20 +16,20 @@ from .errors import ShelfsightError
 
 # name -> "module:attribute" of a click command. Add a line when a command works.
 COMMANDS: dict[str, str] = {
-    "sync": "shelfsight.edge.sync_cli:sync",
+    "sync": "shelfsight.edge.cli.sync:sync",
     "sync-server": "shelfsight.tools.sync_server:sync_server",
     "sync-keys": "shelfsight.tools.sync_keys:sync_keys",
     "train": "shelfsight.training.cli:train",
     "eval": "shelfsight.eval_cli:eval_command",
     "export": "shelfsight.export.cli:export",
     "import-onnx": "shelfsight.export.onnx_cli:import_onnx_command",
-    "classify": "shelfsight.edge.cli:classify",
-    "run": "shelfsight.edge.cli:run_command",
+    "classify": "shelfsight.edge.cli.recognize:classify",
+    "run": "shelfsight.edge.cli.recognize:run_command",
     "demo": "shelfsight.demo:demo",
     "bench": "shelfsight.tools.bench:bench",
-    "index": "shelfsight.edge.index_cli:index",
-    "enroll": "shelfsight.edge.index_cli:enroll",
-    "search": "shelfsight.edge.index_cli:search",
+    "index": "shelfsight.edge.cli.catalog:index",
+    "enroll": "shelfsight.edge.cli.catalog:enroll",
+    "search": "shelfsight.edge.cli.catalog:search",
 }
 
 

@@ -41,10 +41,10 @@ def demo(out, data, image_size, with_sync):
     """Train, export, index, run and benchmark on the bundled sample, end to end."""
     from shelfsight.edge.indexing import build_index
     from shelfsight.images import read_image
-    from shelfsight.edge.recognizer import Recognizer
-    from shelfsight.edge.runner import RunOptions, run
-    from shelfsight.edge.sinks import JsonlSink
-    from shelfsight.edge.sources import open_source
+    from shelfsight.edge.runtime.recognizer import Recognizer
+    from shelfsight.edge.pipeline.runner import RunOptions, run
+    from shelfsight.edge.pipeline.sinks import JsonlSink
+    from shelfsight.edge.pipeline.sources import open_source
     from shelfsight.export.exporter import export_run
     from shelfsight.export.options import QuantizationConfig
     from shelfsight.tools.make_video import make_video

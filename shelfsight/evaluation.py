@@ -47,7 +47,7 @@ def open_target(path: str | Path) -> Target:
 def predict_tflite(model_path: Path, images: np.ndarray, runtime: str = "auto", threads: int | None = None,
                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Scores and embeddings for prepared uint8 images, one inference each, through the edge runtime."""
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime.interpreter import TFLiteModel
 
     model = TFLiteModel(model_path, runtime, threads)
     scores, embs = [], []

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from shelfsight.edge.postprocess import Prediction, Recognition
-from shelfsight.edge.search import Match
-from shelfsight.edge.sources import BaseSource, Frame
+from shelfsight.edge.runtime.postprocess import Prediction, Recognition
+from shelfsight.edge.catalog.search import Match
+from shelfsight.edge.pipeline.sources import BaseSource, Frame
 from shelfsight.errors import SourceError
 
 PALETTE = {  # BGR

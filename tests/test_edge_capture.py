@@ -10,8 +10,8 @@ import cv2
 import pytest
 
 from edge_fakes import ColourRecognizer, FlakySource, colour_frame
-from shelfsight.edge.capture import BackoffOptions, LatestFrameCapture, Reopen
-from shelfsight.edge.sources import ArraySource, open_source
+from shelfsight.edge.pipeline.capture import BackoffOptions, LatestFrameCapture, Reopen
+from shelfsight.edge.pipeline.sources import ArraySource, open_source
 from shelfsight.errors import ConfigError, SourceError
 
 FAST = BackoffOptions(initial_s=0.01, max_s=0.04, factor=2.0)

@@ -7,7 +7,7 @@ import pytest
 import requests
 from prometheus_client import REGISTRY, generate_latest
 
-from shelfsight.edge.health import Health, read_cpu_temperature
+from shelfsight.edge.pipeline.health import Health, read_cpu_temperature
 from shelfsight.errors import ConfigError
 
 

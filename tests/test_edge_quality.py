@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_fakes import colour_frame
-from shelfsight.edge.quality import Quality, QualityOptions, Roi, check_quality, crop, measure
+from shelfsight.edge.pipeline.quality import Quality, QualityOptions, Roi, check_quality, crop, measure
 from shelfsight.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "grocery-sample"

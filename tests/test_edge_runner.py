@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from edge_fakes import ColourRecognizer, FlakySource, colour_frame
-from shelfsight.edge.capture import BackoffOptions
-from shelfsight.edge.health import Health
-from shelfsight.edge.quality import Roi
-from shelfsight.edge.runner import Preview, RunOptions, annotate, run
-from shelfsight.edge.sinks import JsonlSink
-from shelfsight.edge.smoothing import SmoothingOptions
-from shelfsight.edge.sources import ArraySource, open_source
+from shelfsight.edge.pipeline.capture import BackoffOptions
+from shelfsight.edge.pipeline.health import Health
+from shelfsight.edge.pipeline.quality import Roi
+from shelfsight.edge.pipeline.runner import Preview, RunOptions, annotate, run
+from shelfsight.edge.pipeline.sinks import JsonlSink
+from shelfsight.edge.pipeline.smoothing import SmoothingOptions
+from shelfsight.edge.pipeline.sources import ArraySource, open_source
 from shelfsight.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
@@ -227,10 +227,10 @@ SIGNAL_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
     from edge_fakes import ColourRecognizer, colour_frame
-    from shelfsight.edge.runner import RunOptions, run
-    from shelfsight.edge.sinks import JsonlSink
-    from shelfsight.edge.smoothing import SmoothingOptions
-    from shelfsight.edge.sources import ArraySource
+    from shelfsight.edge.pipeline.runner import RunOptions, run
+    from shelfsight.edge.pipeline.sinks import JsonlSink
+    from shelfsight.edge.pipeline.smoothing import SmoothingOptions
+    from shelfsight.edge.pipeline.sources import ArraySource
 
     frames = [colour_frame(label) for label in ["apple"] * 2 + [None] * 2 + ["lime"] * 2 + [None] * 2]
     summary = run(ArraySource(frames, loop=True), ColourRecognizer(delay_s=0.01), [JsonlSink(sys.argv[1])],
@@ -275,7 +275,7 @@ def test_runtime_runs_with_tensorflow_blocked(tmp_path):
             sys.modules[name] = None  # any import of them now raises ImportError
         sys.path.insert(0, {str(TESTS)!r})
         from edge_fakes import ColourRecognizer, colour_frame
-        from shelfsight.edge import capture, events, health, quality, runner, sinks, smoothing, sources
+        from shelfsight.edge.pipeline import capture, events, health, quality, runner, sinks, smoothing, sources
         summary = runner.run(sources.ArraySource([colour_frame("apple")] * 3), ColourRecognizer(),
                              sinks.make_sinks(["stdout"]),
                              runner.RunOptions(smoothing=smoothing.SmoothingOptions(stable_frames=3)))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from edge_fakes import ColourRecognizer, colour_frame
-from shelfsight.edge.events import build_event, iso_time
-from shelfsight.edge.sinks import HttpSink, JsonlSink, Sink, make_sinks
-from shelfsight.edge.sources import Frame
+from shelfsight.edge.pipeline.events import build_event, iso_time
+from shelfsight.edge.pipeline.sinks import HttpSink, JsonlSink, Sink, make_sinks
+from shelfsight.edge.pipeline.sources import Frame
 from shelfsight.errors import ConfigError
 
 

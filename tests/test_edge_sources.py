@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_fakes import ColourRecognizer, colour_frame, label_of
-from shelfsight.edge.sources import (ArraySource, Frame, FrameSource, ImageFileSource, ImageFolderSource,
+from shelfsight.edge.pipeline.sources import (ArraySource, Frame, FrameSource, ImageFileSource, ImageFolderSource,
                                      Picamera2Source, VideoCaptureSource, open_source, opencv_has_gstreamer)
 from shelfsight.errors import ConfigError, RuntimeUnavailableError, SourceError
 

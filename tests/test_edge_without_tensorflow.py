@@ -21,7 +21,7 @@ sys.meta_path.insert(0, Block())
 SCRIPT = BLOCKER + """
 import json, sys
 import shelfsight.edge
-from shelfsight.edge.recognizer import Recognizer, health_check
+from shelfsight.edge.runtime.recognizer import Recognizer, health_check
 from shelfsight.images import read_image
 bundle, image = sys.argv[1], sys.argv[2]
 with Recognizer.create_from_bundle(bundle) as rec:

@@ -28,7 +28,7 @@ def _keras_outputs(tiny_run, images):
 
 @pytest.mark.parametrize("mode", ["float32", "fp16", "dynamic"])
 def test_float_like_modes_agree_with_keras(mode, tiny_run, sample_data, tmp_path):
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime import Recognizer
     from shelfsight.export.exporter import export_run
     from shelfsight.export.options import QuantizationConfig
 
@@ -54,7 +54,7 @@ def test_float_like_modes_agree_with_keras(mode, tiny_run, sample_data, tmp_path
 
 
 def test_int8_bundle_takes_uint8_pixels_and_agrees_with_keras(int8_bundle, tiny_run, sample_data):
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime import Recognizer
 
     images = _val_images(sample_data)
     k_scores, k_emb = _keras_outputs(tiny_run, images)
@@ -136,7 +136,7 @@ def test_pruning_reaches_the_asked_sparsity(tiny_run, tmp_path):
 
 
 def test_qat_export_loads_and_qat_needs_int8(tiny_run, tmp_path):
-    from shelfsight.edge.recognizer import health_check
+    from shelfsight.edge.runtime import health_check
     from shelfsight.export.exporter import export_run
     from shelfsight.export.options import QATOptions, QuantizationConfig
 

@@ -28,7 +28,7 @@ def indexed_bundle(bundle_copy, sample_data):
 
 
 def test_index_is_in_the_verified_bundle_and_finds_products(indexed_bundle, sample_data):
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime.recognizer import Recognizer
     from shelfsight.images import read_image
 
     bundle, report = indexed_bundle
@@ -61,7 +61,7 @@ def test_enrolled_product_is_found_by_a_new_process_and_survives_rebuild(indexed
 
 def test_index_of_another_model_is_refused(indexed_bundle, int8_bundle, tmp_path):
     from shelfsight.bundle import write_manifest
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime.recognizer import Recognizer
 
     bundle, _ = indexed_bundle
     other = tmp_path / "other"
@@ -86,7 +86,7 @@ def test_truncated_index_file_is_refused(indexed_bundle):
 def test_runtime_choice_gives_the_same_answer(int8_bundle, sample_data):
     import numpy as np
 
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime.interpreter import TFLiteModel
     from shelfsight.errors import RuntimeUnavailableError
 
     pixels = np.full((96, 96, 3), 120, np.uint8)

@@ -267,7 +267,7 @@ def test_onnx2tf_sample_is_20_normalised_128px_images_from_ours():
 @pytest.mark.slow
 def test_float32_import_agrees_with_onnxruntime_and_leaves_no_sample_file(tmp_path, calib, labels, monkeypatch):
     from shelfsight.bundle import load_bundle
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime.recognizer import Recognizer
     from shelfsight.export.metadata import read_associated_file
 
     model = tiny_cnn(tmp_path / "two_outputs.onnx", embedding_output=True)
@@ -316,7 +316,7 @@ def test_a_conversion_that_does_not_reproduce_the_onnx_model_is_not_shipped(tmp_
 @pytest.mark.slow
 def test_int8_import_through_the_cli_takes_uint8_pixels_and_agrees(tmp_path, calib, labels, capsys):
     from shelfsight.cli import main
-    from shelfsight.edge.recognizer import Recognizer
+    from shelfsight.edge.runtime.recognizer import Recognizer
 
     model = tiny_cnn(tmp_path / "probs64.onnx", size=None, softmax_end=True, seed=3)
     main(["-q", "import-onnx", str(model), "--calib", str(calib), "--labels", str(labels),

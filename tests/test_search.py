@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from shelfsight.bundle import load_bundle, new_manifest, write_manifest
-from shelfsight.edge.catalog import Catalog, CatalogItem
-from shelfsight.edge.search import CatalogIndex, Match
-from shelfsight.edge.vectors import ExactSearch, unit_rows
+from shelfsight.edge.catalog.items import Catalog, CatalogItem
+from shelfsight.edge.catalog.search import CatalogIndex, Match
+from shelfsight.edge.catalog.vectors import ExactSearch, unit_rows
 from shelfsight.errors import BundleError, ConfigError, IndexMismatchError
 
 MODEL = hashlib.sha256(b"model A").hexdigest()
@@ -364,8 +364,8 @@ class Block:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import numpy as np
-from shelfsight.edge.search import CatalogIndex
-from shelfsight.edge.catalog import Catalog, CatalogItem
+from shelfsight.edge.catalog.search import CatalogIndex
+from shelfsight.edge.catalog.items import Catalog, CatalogItem
 from shelfsight.tools import bench_search
 v = np.eye(4, dtype=np.float32)
 idx = CatalogIndex.build(v, list("abcd"), Catalog(CatalogItem(c) for c in "abcd"), r"{tmp_path}", "{MODEL}")

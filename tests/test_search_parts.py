@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from shelfsight.edge.ann import AnnoyBackend, annoy_node_bytes, build_annoy
-from shelfsight.edge.catalog import Catalog, CatalogItem
-from shelfsight.edge.enroll import EnrolledDelta
-from shelfsight.edge.projection import Projection, fit_projection
-from shelfsight.edge.search import Match, calibrate_similarity_threshold, hit_rate_at_k
-from shelfsight.edge.tuning import TuningOptions, recall_at_k, recall_lower_bound, tune
-from shelfsight.edge.vectors import ExactSearch, cosine_from_angular, top_rows, unit_rows
+from shelfsight.edge.catalog.ann import AnnoyBackend, annoy_node_bytes, build_annoy
+from shelfsight.edge.catalog.items import Catalog, CatalogItem
+from shelfsight.edge.catalog.enroll import EnrolledDelta
+from shelfsight.edge.catalog.projection import Projection, fit_projection
+from shelfsight.edge.catalog.search import Match, calibrate_similarity_threshold, hit_rate_at_k
+from shelfsight.edge.catalog.tuning import TuningOptions, recall_at_k, recall_lower_bound, tune
+from shelfsight.edge.catalog.vectors import ExactSearch, cosine_from_angular, top_rows, unit_rows
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 

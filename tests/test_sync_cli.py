@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from shelfsight.cli import main
-from shelfsight.edge.outbox import Outbox
+from shelfsight.edge.sync.outbox import Outbox
 from shelfsight.tools.sync_faults import free_port
 
 from sync_fakes import TOKEN, make_bundle, server, token_file

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from shelfsight.edge.outbox import Outbox, OutboxError, OutboxOptions, OutboxSink
-from shelfsight.edge.sinks import Sink
+from shelfsight.edge.sync.outbox import Outbox, OutboxError, OutboxOptions, OutboxSink
+from shelfsight.edge.pipeline.sinks import Sink
 from shelfsight.errors import ConfigError
 
 

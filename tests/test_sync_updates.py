@@ -10,13 +10,13 @@ import time
 import pytest
 
 from shelfsight.bundle import MANIFEST, load_bundle, pack_archive
-from shelfsight.edge.bundle_store import BundleStore, check_bundle_id
-from shelfsight.edge.download import PART_SUFFIX
-from shelfsight.edge.outbox import Outbox
-from shelfsight.edge.signature import generate_keypair, load_private_key
-from shelfsight.edge.sync import SyncConfig, SyncService
-from shelfsight.edge.sync_http import HttpOptions
-from shelfsight.edge.updates import UpdateOptions, Updater
+from shelfsight.edge.sync.bundle_store import BundleStore, check_bundle_id
+from shelfsight.edge.sync.download import PART_SUFFIX
+from shelfsight.edge.sync.outbox import Outbox
+from shelfsight.edge.sync.signature import generate_keypair, load_private_key
+from shelfsight.edge.sync.service import SyncConfig, SyncService
+from shelfsight.edge.sync.http import HttpOptions
+from shelfsight.edge.sync.updates import UpdateOptions, Updater
 from shelfsight.errors import BundleError, ConfigError
 from shelfsight.tools.sync_keys import sign_bundle
 

@@ -7,10 +7,10 @@ import time
 import pytest
 import requests
 
-from shelfsight.edge.outbox import Outbox, OutboxOptions
-from shelfsight.edge.sync_http import (AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, check_url,
+from shelfsight.edge.sync.outbox import Outbox, OutboxOptions
+from shelfsight.edge.sync.http import (AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, check_url,
                                        read_token)
-from shelfsight.edge.uploader import UploadOptions, Uploader, parse_answer
+from shelfsight.edge.sync.uploader import UploadOptions, Uploader, parse_answer
 from shelfsight.errors import ConfigError
 from shelfsight.tools.sync_server import Faults
 

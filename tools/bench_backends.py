@@ -84,7 +84,7 @@ def load_shelfsight(model: Path, threads: int, mode: str, runtime: str = "auto",
         if bundle is None:
             raise ConfigError("frame mode needs a bundle (preprocessing and labels come from its manifest)")
         from shelfsight.bundle import load_bundle
-        from shelfsight.edge.recognizer import Recognizer
+        from shelfsight.edge.runtime.recognizer import Recognizer
 
         rec = Recognizer(load_bundle(bundle), runtime=runtime, threads=threads)
         position = {label: i for i, label in enumerate(rec.labels)}
@@ -98,7 +98,7 @@ def load_shelfsight(model: Path, threads: int, mode: str, runtime: str = "auto",
 
         rt = rec.model.runtime
         return Loaded("shelfsight", f"{rt.name} {rt.version}", frame, rec.close)
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime.interpreter import TFLiteModel
 
     m = TFLiteModel(model, runtime, threads)
     name = "scores" if "scores" in m.outputs else next(iter(m.outputs))

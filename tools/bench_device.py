@@ -94,7 +94,7 @@ def device_fingerprint(runtime: str = "auto") -> dict[str, Any]:
     Args:
         runtime: the TFLite runtime the benchmark uses ("auto" = the one shelfsight picks).
     """
-    from shelfsight.edge.interpreter import load_runtime
+    from shelfsight.edge.runtime.interpreter import load_runtime
     from shelfsight.errors import RuntimeUnavailableError
 
     try:

@@ -28,7 +28,7 @@ OPSET = 17
 
 def signature_names(model: Path) -> dict[str, str]:
     """TFLite output tensor name -> signature output name (empty without a signature)."""
-    from shelfsight.edge.interpreter import load_runtime
+    from shelfsight.edge.runtime.interpreter import load_runtime
 
     interp = load_runtime("auto").interpreter_class(model_path=str(model), num_threads=1)
     details = {d["index"]: d["name"] for d in interp.get_output_details()}
@@ -68,7 +68,7 @@ def convert(model: Path, out: Path, opset: int = OPSET) -> dict[str, Any]:
 
 def check(model: Path, onnx_path: Path, inputs: np.ndarray) -> dict[str, Any]:
     """Largest |score difference| and top-1 agreement of the two models on ``inputs``."""
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime.interpreter import TFLiteModel
 
     from .bench_backends import load_onnxruntime
 

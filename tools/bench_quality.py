@@ -33,7 +33,7 @@ def search_recall(target: Target, data: Path, split: str) -> dict[str, Any]:
     """Share of the split's images whose true label is among the labels of the first k
     catalog matches (hit rate at k), searching the bundle's own index."""
     from shelfsight.datasets import load_dataset, load_images
-    from shelfsight.edge.search import CatalogIndex, hit_rate_at_k
+    from shelfsight.edge.catalog.search import CatalogIndex, hit_rate_at_k
     from shelfsight.evaluation import predict_tflite
 
     bundle = target.bundle

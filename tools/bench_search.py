@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shelfsight.edge.ann import AnnoyBackend
-from shelfsight.edge.tuning import TuningOptions, paired_latencies, recall_at_k, tune
-from shelfsight.edge.vectors import ExactSearch, unit_rows
+from shelfsight.edge.catalog.ann import AnnoyBackend
+from shelfsight.edge.catalog.tuning import TuningOptions, paired_latencies, recall_at_k, tune
+from shelfsight.edge.catalog.vectors import ExactSearch, unit_rows
 
 SPREAD = 0.75  # norm of a vector's offset from its centre: cosine to the centre ~ 1/sqrt(1 + 0.75^2) = 0.8
 ISOTROPIC_SHARE = 0.1  # share of the offset's variance spread over all dimensions in low-rank mode

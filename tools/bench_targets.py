@@ -67,7 +67,7 @@ class Target:
 
 def _describe(model: Path) -> tuple[tuple[int, int], str, int, int]:
     """Input size, input dtype name, number of scores, position of the scores output."""
-    from shelfsight.edge.interpreter import TFLiteModel
+    from shelfsight.edge.runtime.interpreter import TFLiteModel
 
     m = TFLiteModel(model, threads=1)
     try:

@@ -72,7 +72,7 @@ def _import_backend(backend: str) -> None:
     elif backend == "tflite":
         import tensorflow  # noqa: F401
     elif backend == "shelfsight":
-        import shelfsight.edge.recognizer  # noqa: F401
+        import shelfsight.edge.runtime.recognizer  # noqa: F401
     else:
         raise ShelfsightError(f"backend {backend!r} unknown, expected shelfsight, onnxruntime or tflite")
 

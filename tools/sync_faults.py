@@ -117,9 +117,9 @@ def run_device(outbox_path: Path, endpoint: str, token_file: Path, events: int, 
                batch_events: int, read_timeout_s: float) -> None:
     """Produce events ``[committed .. events)`` into the outbox while uploading; return
     once all are produced and acknowledged."""
-    from ..edge.outbox import Outbox
-    from ..edge.sync_http import BackoffOptions, HttpOptions
-    from ..edge.uploader import UploadOptions, Uploader
+    from shelfsight.edge.sync.outbox import Outbox
+    from shelfsight.edge.sync.http import BackoffOptions, HttpOptions
+    from shelfsight.edge.sync.uploader import UploadOptions, Uploader
 
     outbox = Outbox(outbox_path)
     start = outbox.counters()["enqueued"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..bundle import MANIFEST
-from ..edge.signature import SIGNATURE_SUFFIX, generate_keypair, load_private_key, sign
+from shelfsight.edge.sync.signature import SIGNATURE_SUFFIX, generate_keypair, load_private_key, sign
 from ..errors import BundleError
 
 

@@ -39,9 +39,9 @@ from typing import Any
 import click
 from aiohttp import web
 
-from ..edge.outbox import MAX_ID_CHARS
-from ..edge.signature import SIGNATURE_SUFFIX, load_private_key, sign
-from ..edge.updates import ARCHIVE_HEADER, ARCHIVE_SIZE_HEADER
+from shelfsight.edge.sync.outbox import MAX_ID_CHARS
+from shelfsight.edge.sync.signature import SIGNATURE_SUFFIX, load_private_key, sign
+from shelfsight.edge.sync.updates import ARCHIVE_HEADER, ARCHIVE_SIZE_HEADER
 from ..errors import BundleError, ConfigError
 from .sync_keys import manifest_bytes, signature_path
 

@@ -47,7 +47,7 @@ from shelfsight.bundle import MANIFEST, file_entry, sha256_file
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .ann import METRIC, AnnoyBackend
-from .catalog import Catalog, CatalogItem
+from .items import Catalog, CatalogItem
 from .enroll import EnrolledDelta
 from .projection import Projection, fit_projection
 from .tuning import TuningOptions, TuningReport, tune

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import requests
 
-from ..errors import ConfigError
+from shelfsight.errors import ConfigError
 from .outbox import Outbox
-from .sync_http import AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, SyncSession, check_url
+from .http import AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, SyncSession, check_url
 
 log = logging.getLogger(__name__)
 

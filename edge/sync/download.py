@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 import urllib3
 
-from .sync_http import SyncError, SyncSession
+from .http import SyncError, SyncSession
 
 CHUNK = 256 * 1024
 PART_SUFFIX = ".part"

@@ -59,7 +59,7 @@ class Recognizer:
         self.similarity_threshold = float(bundle.thresholds.get("unknown_similarity", -1.0))
         self.index = None
         if bundle.index and search_k > 0:
-            from .search import CatalogIndex
+            from ..catalog.search import CatalogIndex
 
             self.index = CatalogIndex.load(bundle.root, model_sha256=bundle.model_sha256)
 

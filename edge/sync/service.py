@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ConfigError
+from shelfsight.errors import ConfigError
 from .bundle_store import BundleStore
 from .outbox import Outbox, OutboxOptions, OutboxSink
 from .updates import HealthCheck, UpdateOptions, Updater, UpdateResult

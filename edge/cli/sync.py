@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from .outbox import DROP_POLICIES, OutboxOptions
-from .sync import SyncConfig, SyncService
-from .sync_http import TOKEN_ENV, HttpOptions, SyncError
-from .updates import UpdateOptions
-from .uploader import UploadOptions
+from ..sync.outbox import DROP_POLICIES, OutboxOptions
+from ..sync.service import SyncConfig, SyncService
+from ..sync.http import TOKEN_ENV, HttpOptions, SyncError
+from ..sync.updates import UpdateOptions
+from ..sync.uploader import UploadOptions
 
 _PATH = click.Path(path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)

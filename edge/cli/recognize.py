@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from .sync_cli import config_from_options, sync_options
+from .sync import config_from_options, sync_options
 
 RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
 
 
 def _recognizer(bundle, runtime, threads, delegate, top_k, search_k=0):
-    from .recognizer import Recognizer
+    from ..runtime.recognizer import Recognizer
 
     return Recognizer.create_from_bundle(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
                                          top_k=top_k, search_k=search_k)
@@ -94,14 +94,14 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     --bundle-store, BUNDLE is installed there once and updates from the server are
     verified, health-checked and swapped in without a restart.
     """
-    from .health import Health
-    from .quality import QualityOptions, Roi
-    from .reload import ReloadableRecognizer
-    from .runner import RunOptions, run
-    from .sinks import make_sinks
-    from .smoothing import SmoothingOptions
-    from .sources import open_source
-    from .sync import SyncService
+    from ..pipeline.health import Health
+    from ..pipeline.quality import QualityOptions, Roi
+    from ..runtime.reload import ReloadableRecognizer
+    from ..pipeline.runner import RunOptions, run
+    from ..pipeline.sinks import make_sinks
+    from ..pipeline.smoothing import SmoothingOptions
+    from ..pipeline.sources import open_source
+    from ..sync.service import SyncService
 
     options = RunOptions(
         roi=Roi.parse(roi) if roi else None,

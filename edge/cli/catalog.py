@@ -24,8 +24,8 @@ def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, re
     """Embed the catalog with the bundle's own model and write a search index into the bundle."""
     from shelfsight.bundle import load_bundle, write_manifest
 
-    from .indexing import build_index
-    from .search import CatalogIndex
+    from ..indexing import build_index
+    from ..catalog.search import CatalogIndex
 
     if rebuild and not catalog_data:
         b = load_bundle(bundle)
@@ -55,8 +55,8 @@ def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, re
 @click.option("--label", default="", help="Class label (default: the name or SKU).")
 def enroll(bundle, images, sku, name, label):
     """Add a product on the device from a few photos: searchable at once, kept across restarts."""
-    from .catalog import CatalogItem
-    from .recognizer import Recognizer
+    from ..catalog.items import CatalogItem
+    from ..runtime.recognizer import Recognizer
     from shelfsight.images import UnreadableImage, read_image
 
     with Recognizer.create_from_bundle(bundle, search_k=1) as rec:
@@ -87,7 +87,7 @@ def search(bundle, image, top_k, show_all):
     """Find the catalog items that look most like IMAGE."""
     from shelfsight.images import read_image
 
-    from .recognizer import Recognizer
+    from ..runtime.recognizer import Recognizer
 
     with Recognizer.create_from_bundle(bundle, search_k=top_k) as rec:
         if rec.index is None:

@@ -36,12 +36,12 @@ from urllib.parse import quote, urljoin
 
 import requests
 
-from ..bundle import MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, load_bundle, unpack_archive
-from ..errors import BundleError, ConfigError
+from shelfsight.bundle import MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, load_bundle, unpack_archive
+from shelfsight.errors import BundleError, ConfigError
 from .bundle_store import BundleStore, check_bundle_id
 from .download import DownloadError, fetch_resumable
 from .signature import SIGNATURE_SUFFIX, SignatureError, load_public_key, verify
-from .sync_http import HttpOptions, SyncError, SyncSession, check_url
+from .http import HttpOptions, SyncError, SyncSession, check_url
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ HealthCheck = Callable[[Path], None]
 
 def default_health_check(bundle_dir: Path) -> None:
     """Load the bundle with the TFLite interpreter and run the built-in probe image."""
-    from .recognizer import health_check
+    from ..runtime.recognizer import health_check
     health_check(bundle_dir)
 
 

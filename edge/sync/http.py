@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import ConfigError, ShelfsightError
+from shelfsight.errors import ConfigError, ShelfsightError
 
 TOKEN_ENV = "SHELFSIGHT_SYNC_TOKEN"
 LOOPBACK_NAMES = ("localhost",)

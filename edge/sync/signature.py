@@ -14,7 +14,7 @@ import binascii
 import os
 from pathlib import Path
 
-from ..errors import BundleError, ConfigError, RuntimeUnavailableError
+from shelfsight.errors import BundleError, ConfigError, RuntimeUnavailableError
 
 SIGNATURE_SUFFIX = ".sig"
 SIGNATURE_BYTES = 64

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..errors import ConfigError, ShelfsightError
+from shelfsight.errors import ConfigError, ShelfsightError
 
 DROP_POLICIES = ("oldest", "refuse-new")
 MAX_ID_CHARS = 200
@@ -338,7 +338,7 @@ class _Transaction:
 
 
 class OutboxSink:
-    """A `shelfsight.edge.sinks` Sink that writes events into an outbox.
+    """A `shelfsight.edge.pipeline.sinks` Sink that writes events into an outbox.
 
     ``emit`` returns once the event is on disk; a refused event is counted by the
     outbox, not raised, so a full outbox never stops the camera loop.

@@ -21,7 +21,7 @@ import numpy as np
 
 from shelfsight.errors import ConfigError, IndexMismatchError
 
-from .catalog import CatalogItem
+from .items import CatalogItem
 
 FORMAT, VERSION = "shelfsight.enrolled", 1
 

@@ -20,8 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
-from ..bundle import load_bundle
-from ..errors import BundleError, ConfigError
+from shelfsight.bundle import load_bundle
+from shelfsight.errors import BundleError, ConfigError
 
 BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CURRENT, PREVIOUS = "current", "previous"
