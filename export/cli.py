@@ -15,7 +15,9 @@ from shelfsight.cli import progress_disabled
 @click.option("--prune", "sparsity", type=click.FloatRange(0.0, 0.95, min_open=True), default=None,
               help="Magnitude-prune to this sparsity during a short fine-tune.")
 @click.option("--prune-epochs", type=int, default=2, show_default=True)
-@click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion.")
+@click.option("--qat/--ptq", default=None,
+              help="int8: quantization-aware training, distilling the float model (the default, ~1 pt better), "
+                   "or post-training quantization only (--ptq: minutes faster).")
 @click.option("--qat-epochs", type=int, default=3, show_default=True)
 @click.option("--calibration-images", type=int, default=300, show_default=True)
 @click.option("--margin", type=float, default=10.0, show_default=True,
@@ -29,14 +31,19 @@ def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, cali
     from .exporter import export_run
     from .options import PruneOptions, QATOptions, QuantizationConfig
 
+    if qat is None:
+        qat = quantize == "int8"
+    elif qat and quantize != "int8":
+        raise click.UsageError(f"--qat needs --quantize int8, got {quantize}")
+
     result = export_run(run_dir, out, QuantizationConfig(quantize, calibration_images),
                         prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
                         qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
                         max_drop=max_drop, data=data, progress=not progress_disabled())
     m = result.manifest
     summary = {"bundle": str(result.bundle), "quantization": quantize,
-               "model_bytes": m["files"]["model.tflite"]["size"], **{k: v for k, v in m["metrics"].items()
-                                                                      if k.startswith("val_")}}
+               "model_bytes": m["files"]["model.tflite"]["size"], "qat": bool(qat),
+               **{k: v for k, v in m["metrics"].items() if k.startswith("val_")}}
     if result.guard:
         summary.update(top1_drop_points=round(result.guard.top1_drop_points, 2),
                        top1_agreement=round(result.guard.agreement, 4),

@@ -6,7 +6,6 @@ run dir -> [prune] -> [QAT] -> .tflite (int8 | fp16 | dynamic | float32) + metad
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
@@ -15,10 +14,10 @@ from typing import Any
 
 from shelfsight import bundle as bundle_format
 from shelfsight.datasets import load_dataset, load_images
-from shelfsight.errors import ConfigError, DatasetError, ModelError, ShelfsightError
+from shelfsight.errors import ConfigError, DatasetError, ShelfsightError
 from shelfsight.evaluation import predict_tflite
 from shelfsight.metrics import classification_report
-from shelfsight.preprocess import PreprocessSpec
+from shelfsight.run import Run
 
 from .bundle_writer import embed_metadata, model_section, prepare_bundle_dir, tool_versions
 from .guard import GuardReport, compare
@@ -54,14 +53,11 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
 
     from .convert import input_quantization, to_tflite, without_normalisation
 
-    run = Path(run_dir)
-    if not (run / "model.keras").is_file():
-        raise ModelError(f"{run}: not a training run (no model.keras)")
-    if (qat or prune) and quantization.mode != "int8" and qat:
+    run_info = Run.load(run_dir)
+    run = run_info.root
+    if qat and quantization.mode != "int8":
         raise ConfigError(f"--qat needs --quantize int8, got {quantization.mode}")
-    config = json.loads((run / "config.json").read_text())
-    labels = tuple((run / "labels.txt").read_text(encoding="utf-8").splitlines())
-    spec = PreprocessSpec.from_dict(json.loads((run / "preprocess.json").read_text()))
+    config, labels, spec = run_info.config, run_info.labels, run_info.preprocess
     data = Path(data or config["data"])
     if not data.exists():
         raise DatasetError(f"dataset {data} (for calibration and comparison) not found; pass --data")
@@ -74,7 +70,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
     except DatasetError:
         val = None
 
-    model = load_model(run / "model.keras")
+    model = load_model(run_info.model_path)
     # The guard compares the shipped model with the float model as trained; predict before
     # pruning, which changes the trained layers in place.
     float_val = predict(model, val.images) if val is not None and len(val.images) else None
@@ -111,7 +107,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
         report = classification_report(q_scores, val.label_ids, labels, config.get("coarse_of") or None)
         guard = compare(f_scores, q_scores, f_emb, q_emb, val.label_ids, labels, margin if max_drop is None else max_drop)
         thresholds["unknown_score"] = report["unknown_threshold"]
-        metrics = {"val_top1": report["top1"], "val_top5": report["top5"], "val_macro_f1": report["macro_f1"],
+        metrics = {"val_top1": report["top1"], "val_top3": report["top3"], "val_top5": report["top5"], "val_macro_f1": report["macro_f1"],
                    "val_coarse_top1": report.get("coarse_top1"), "val_images": report["samples"],
                    "unknown_accept_share": report["unknown_accept_share"], "float_comparison": guard.to_dict()}
 

@@ -4,7 +4,8 @@
   (``path, fine_id, coarse_id``), plus iconic catalog images named in classes.csv.
 - CSV manifest: a .csv file with a header ``path,label[,sku][,name][,split]``; paths
   relative to the file.
-- Folder per class: ``ROOT/<split>/<label>/*.jpg``, or ``ROOT/<label>/*.jpg`` with no split
+- Folder per class: ``ROOT/<split>/<label>/*.jpg`` (``validation/`` and ``valid/`` are read as
+  val, ``training/`` as train, ``testing/`` as test), or ``ROOT/<label>/*.jpg`` with no split
   folders, in which case a stable hash of each file name puts 20% of it in ``val``.
 
 The class list always comes from the train split, so train and val agree on label order;
@@ -30,6 +31,8 @@ from .preprocess import PreprocessSpec, prepare
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 HASH_VAL_SHARE = 0.2
+# Folder names other tools use for a split (Keras, Roboflow, Kaggle exports), first match wins.
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test", "testing")}
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,16 @@ def _hash_split(name: str) -> str:
     return "val" if digest < HASH_VAL_SHARE else "train"
 
 
+def _split_folder(root: Path, split: str) -> Path | None:
+    return next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
+
+
 def _read_folders(root: Path, split: str) -> tuple[list[Sample], list[Sample], dict[str, str]]:
-    split_dirs = [d for d in SPLITS if (root / d).is_dir()]
+    split_dirs = [d.name for d in (_split_folder(root, s) for s in SPLITS) if d is not None]
     if split_dirs:
-        base = root / split
-        if not base.is_dir():
-            raise DatasetError(f"{root}: no {split}/ folder (has {', '.join(split_dirs)})")
+        base = _split_folder(root, split)
+        if base is None:
+            raise DatasetError(f"{root}: no {'/, '.join(SPLIT_FOLDERS[split])}/ folder (has {', '.join(split_dirs)})")
         hashed = False
     else:
         base, hashed = root, True

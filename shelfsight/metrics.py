@@ -69,6 +69,7 @@ def classification_report(scores: np.ndarray, y_true: np.ndarray, labels: tuple[
     report: dict[str, Any] = {
         "samples": int(len(y_true)),
         "top1": top_k_accuracy(scores, y_true, 1),
+        "top3": top_k_accuracy(scores, y_true, 3),
         "top5": top_k_accuracy(scores, y_true, 5),
         "macro_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
         "per_class": {labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]),

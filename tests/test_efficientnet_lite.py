@@ -118,14 +118,23 @@ def _relu6(x):
     return np.clip(x, 0.0, 6.0)
 
 
-def _reference(x, state, pads=_same_pads, eps=BN_EPS) -> dict[str, np.ndarray]:
-    """Stem and blocks 0-3 of EfficientNet-Lite0 in float64, straight from the state dict."""
+# (block, kernel, stride, expand, residual) of the first blocks, from the papers' tables:
+# Lite0 repeats stage 2 twice, Lite1/Lite2 (depth x1.1 / x1.2) three times.
+FIRST_BLOCKS = {
+    "efficientnet_lite0": [(0, 3, 1, False, False), (1, 3, 2, True, False), (2, 3, 1, True, True),
+                           (3, 5, 2, True, False)],
+    "efficientnet_lite1": [(0, 3, 1, False, False), (1, 3, 2, True, False), (2, 3, 1, True, True),
+                           (3, 3, 1, True, True), (4, 5, 2, True, False)],
+}
+FIRST_BLOCKS["efficientnet_lite2"] = FIRST_BLOCKS["efficientnet_lite1"]
+
+
+def _reference(x, state, pads=_same_pads, eps=BN_EPS, blocks=FIRST_BLOCKS["efficientnet_lite0"]):
+    """Stem and first blocks of an EfficientNet-Lite in float64, straight from the state dict."""
     s = {k: v.astype(np.float64) for k, v in state.items()}
     out = {}
     x = out["stem_relu"] = _relu6(_bn(_conv(x, s["_conv_stem.weight"], 2, pads), s, "_bn0", eps))
-    # (block, kernel, stride, expand, residual) for blocks 0..3
-    for b, k, stride, expand, residual in [(0, 3, 1, False, False), (1, 3, 2, True, False),
-                                           (2, 3, 1, True, True), (3, 5, 2, True, False)]:
+    for b, k, stride, expand, residual in blocks:
         p = f"_blocks.{b}"
         h = x
         if expand:
@@ -324,3 +333,59 @@ def test_non_state_dict_is_refused(tmp_path):
     path = _legacy_file(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2), {})
     with pytest.raises(ModelError, match="holds a list, expected a state dict"):
         load_torch_state_dict(path)
+
+
+# --- Lite1 and Lite2: the same proofs -------------------------------------------------------
+
+LARGER = {"efficientnet_lite1": (240, 5_470_344), "efficientnet_lite2": (260, 6_150_168)}
+
+
+@pytest.fixture(scope="module", params=sorted(LARGER))
+def larger(request):
+    name = request.param
+    variant = efficientnet_lite.VARIANTS[name]
+    model = efficientnet_lite.efficientnet_lite(name, include_top=True, weights="imagenet")
+    state = load_torch_state_dict(efficientnet_lite.default_weights_path(variant))
+    return name, variant, model, state
+
+
+def _normalised_at(name: str, size: int) -> np.ndarray:
+    pixels = prepare(read_image(_iconic(name)), PreprocessSpec(size=size)).astype(np.float32)
+    return (pixels - 127.0) / 128.0
+
+
+def test_larger_variants_put_every_catalog_fruit_in_the_imagenet_top5(larger):
+    name, variant, model, _ = larger
+    fruits = sorted(IMAGENET_CLASS)
+    logits = model(np.stack([_normalised_at(f, variant.resolution) for f in fruits]), training=False).numpy()
+    ranks = {f: int(np.argsort(-row).tolist().index(IMAGENET_CLASS[f])) for f, row in zip(fruits, logits)}
+    assert max(ranks.values()) <= 4, ranks
+    assert sum(r == 0 for r in ranks.values()) >= 6, ranks  # measured: 6 of 7 rank 1 (Lite1), 7 of 7 (Lite2)
+
+
+def test_larger_variants_first_blocks_match_numpy(larger):
+    name, variant, model, state = larger
+    blocks = FIRST_BLOCKS[name]
+    names = ["stem_relu"] + [f"block{b}_add" if res else f"block{b}_project_bn" for b, *_, res in blocks]
+    sub = tf_keras.Model(model.input, [model.get_layer(n).output for n in names])
+    x = _normalised_at("Banana", variant.resolution)
+    outputs = dict(zip(names, (o.numpy()[0] for o in sub(x[None], training=False))))
+    reference = _reference(x.astype(np.float64), state, blocks=blocks)
+    assert sorted(reference) == sorted(names)
+    for tap, expected in reference.items():
+        np.testing.assert_allclose(outputs[tap], expected, atol=ATOL, rtol=0, err_msg=f"{name} {tap}")
+
+
+def test_larger_variants_architecture(larger):
+    name, variant, model, _ = larger
+    size, params = LARGER[name]
+    assert variant.resolution == size and variant.block_count == 21
+    assert model.count_params() == params  # each state dict minus num_batches_tracked
+    assert model.get_layer("head_conv").output_shape[-1] == 1280
+    features = efficientnet_lite.efficientnet_lite(name, weights=None)
+    assert features.output_shape == (None, size // 32 + (size % 32 > 0), size // 32 + (size % 32 > 0), 1280)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ModelError, match="variant 'efficientnet_lite9' unknown"):
+        efficientnet_lite.efficientnet_lite("efficientnet_lite9")

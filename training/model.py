@@ -73,15 +73,16 @@ def build_model(options: ModelOptions, num_classes: int) -> ProductModel:
                         backbone_layers=backbone_layers)
 
 
-def set_trainable_top(pm: ProductModel, fraction: float) -> int:
-    """Freeze the backbone except its top ``fraction`` of layers; BatchNorm stays frozen
-    (inference statistics), as is usual when fine-tuning on a small dataset. Returns the
-    number of trainable backbone layers."""
+def set_trainable_top(pm: ProductModel, fraction: float, train_batchnorm: bool = False) -> int:
+    """Freeze the backbone except its top ``fraction`` of layers. BatchNorm stays frozen
+    (inference statistics) unless ``train_batchnorm``, as is usual when fine-tuning on a small
+    dataset. Returns the number of trainable backbone layers."""
     layers = pm.backbone_layers
     start = int(round(len(layers) * (1.0 - fraction)))
     count = 0
     for i, layer in enumerate(layers):
-        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and (train_batchnorm or not is_bn)
         count += layer.trainable
     return count
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shelfsight.errors import ConfigError
+from shelfsight.run import is_run
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,8 @@ class ModelOptions:
 
     Attributes:
         backbone: a name from `backbones.BACKBONES`.
-        image_size: square input side, 96..320.
+        image_size: square input side, 96..320; None takes the backbone's own resolution
+            (224 for Lite0, 240 for Lite1, 260 for Lite2).
         alpha: width multiplier for families that have one (MobileNet); 1.0 otherwise.
         weights: "imagenet", a path to a weights file, or "none" (random init).
         embedding_dim: size of the L2-normalised embedding output.
@@ -22,7 +24,7 @@ class ModelOptions:
     """
 
     backbone: str = "efficientnet_lite0"
-    image_size: int = 224
+    image_size: int | None = None
     alpha: float = 1.0
     weights: str = "imagenet"
     embedding_dim: int = 128
@@ -34,6 +36,8 @@ class ModelOptions:
 
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone {self.backbone!r} unknown, expected one of {', '.join(BACKBONES)}")
+        if self.image_size is None:  # frozen: set through object.__setattr__, as dataclasses do
+            object.__setattr__(self, "image_size", BACKBONES[self.backbone].default_size)
         if not 96 <= self.image_size <= 320:
             raise ConfigError(f"image size {self.image_size} out of range 96..320")
         spec = BACKBONES[self.backbone]
@@ -54,25 +58,45 @@ class ModelOptions:
 class TrainOptions:
     """How to train.
 
+    Stage 1 fits the heads on cached features of the frozen backbone; stage 2 fine-tunes
+    ``finetune_fraction`` of the backbone with augmentation, on a fixed schedule: linear
+    warm-up, cosine decay to 5% of the rate, and an exponential moving average of the weights
+    (the EMA is what is saved). With a few hundred val images, val accuracy moves by a point
+    between epochs by chance alone, so picking an epoch by it (early stopping) picks noise;
+    the end of a cosine schedule is a stable point and needs no val data at all.
+
     Attributes:
         head_epochs: stage 1, heads on the frozen backbone.
-        finetune_epochs: stage 2, top of the backbone unfrozen (0 skips it).
+        finetune_epochs: stage 2 (0 skips it).
         finetune_fraction: share of backbone layers (from the top) trained in stage 2.
+        warmup_epochs: stage 2 epochs of linear learning-rate warm-up.
+        ema_momentum: weight EMA in stage 2 (0 turns it off).
+        train_batchnorm: update BatchNorm statistics and scales in stage 2 (frozen by default:
+            batches of 32 give noisy statistics).
+        catalog_images: add the dataset's catalog (iconic) images to the training set.
+        teacher: a training run whose class scores (cached once) are soft targets.
+        distill_weight: share of the target taken from the teacher (0..1).
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
-        patience: early stopping on val accuracy (epochs without improvement).
+        patience: early stopping on val accuracy (0: the fixed schedule, the default).
         accept_share: share of val accepted by the calibrated "unknown" threshold.
     """
 
     batch_size: int = 32
     head_epochs: int = 40
     head_lr: float = 3e-3
-    finetune_epochs: int = 8
+    finetune_epochs: int = 10
     finetune_lr: float = 3e-4
-    finetune_fraction: float = 0.35
+    finetune_fraction: float = 1.0
+    warmup_epochs: float = 1.0
+    ema_momentum: float = 0.99
+    train_batchnorm: bool = False
+    catalog_images: bool = True
+    teacher: str | None = None
+    distill_weight: float = 0.5
     augment: bool = True
     label_smoothing: float = 0.1
     balance_classes: bool = True
-    patience: int = 3
+    patience: int = 0
     seed: int = 0
     mixed_precision: str = "auto"
     accept_share: float = 0.95
@@ -86,8 +110,18 @@ class TrainOptions:
             raise ConfigError(f"finetune fraction {self.finetune_fraction} out of range (0, 1]")
         if self.head_lr <= 0 or self.finetune_lr <= 0:
             raise ConfigError("learning rates must be > 0")
+        if not 0.0 <= self.warmup_epochs <= max(self.finetune_epochs, 0):
+            raise ConfigError(f"warm-up {self.warmup_epochs} epochs out of range 0..{self.finetune_epochs} (fine-tune epochs)")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"EMA momentum {self.ema_momentum} out of range [0, 1)")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label smoothing {self.label_smoothing} out of range [0, 0.5)")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distill weight {self.distill_weight} out of range [0, 1]")
+        if self.teacher is not None and not is_run(self.teacher):
+            raise ConfigError(f"teacher {self.teacher}: not a training run (no model.keras)")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.mixed_precision not in ("auto", "on", "off"):
             raise ConfigError(f"mixed precision {self.mixed_precision!r}: expected auto, on or off")
         if not 0.0 < self.accept_share <= 1.0:

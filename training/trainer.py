@@ -1,13 +1,13 @@
 """`shelfsight train`: two-stage transfer learning into a run directory.
 
-Stage 1 trains the heads on the frozen backbone from cached pooled features (seconds).
-Stage 2 fine-tunes the top of the backbone with augmentation at a lower learning rate,
-with early stopping on val accuracy. The run directory holds everything export needs:
-model.keras, labels.txt, preprocess.json, config.json, history.json, metrics.json.
+Stage 1 trains the heads on cached pooled features of the frozen backbone (seconds).
+Stage 2 fine-tunes the backbone with augmentation on a fixed warm-up + cosine schedule with
+a weight EMA (see `TrainOptions` for why there is no early stopping by default), optionally
+distilling a teacher run whose scores are computed once. The run directory (`shelfsight.run`)
+holds everything export needs.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,17 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from shelfsight.datasets import Dataset, load_dataset, load_images
+from shelfsight.datasets import Dataset, LoadedImages, load_dataset, load_images
 from shelfsight.errors import DatasetError
 from shelfsight.metrics import classification_report, plot_confusion
+from shelfsight.run import CONFUSION_FILE, MODEL_FILE, Run
 
 from . import augment
-from .model import build_model, predict, preprocess_spec, set_trainable_top
+from .model import ProductModel, build_model, load_model, predict, preprocess_spec, set_trainable_top
 from .options import ModelOptions, TrainOptions
+from .progress import EpochProgress
 from .tf_env import keras, tf
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.keras"
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -46,18 +47,123 @@ def _set_precision(mode: str) -> str:
     return policy
 
 
-class _Progress(keras.callbacks.Callback):
-    """One log line per epoch (Keras' own bar is noisy in logs and CI)."""
+def _load_data(data, options: TrainOptions, model_options: ModelOptions, progress: bool):
+    train_set = load_dataset(data, "train")
+    try:
+        val_set: Dataset | None = load_dataset(data, "val")
+    except DatasetError as e:
+        if "no val" not in str(e) and "has no images" not in str(e):
+            raise
+        val_set = None
+    samples = train_set.samples + (train_set.catalog if options.catalog_images else ())
+    pre = preprocess_spec(model_options)
+    tr = load_images(samples, pre, train_set.labels, progress, "train images")
+    va = load_images(val_set.samples, pre, train_set.labels, progress, "val images") if val_set else None
+    if len(tr.images) == 0:
+        raise DatasetError(f"{data}: no readable training images ({len(tr.skipped)} skipped)")
+    if progress:
+        extra = f" (+{len(train_set.catalog)} catalog images)" if options.catalog_images and train_set.catalog else ""
+        print(f"data: {len(tr.images)} train{extra} / {len(va.images) if va else 0} val images, "
+              f"{len(train_set.labels)} classes, {len(tr.skipped) + (len(va.skipped) if va else 0)} unreadable skipped",
+              flush=True)
+    return train_set, tr, va
 
-    def __init__(self, stage: str, show: bool):
+
+def teacher_scores(teacher: str | Path, samples, labels: tuple[str, ...], progress: bool) -> np.ndarray:
+    """The teacher run's class scores for ``samples``, at the teacher's own preprocessing.
+
+    Computed once before the student trains, so distillation costs the student's epochs
+    nothing. The scores are of the un-augmented image; the student sees augmented views of it.
+
+    Raises:
+        DatasetError: the teacher was trained on other classes.
+    """
+    run = Run.load(teacher)
+    if run.labels != tuple(labels):
+        raise DatasetError(f"teacher {teacher} has {len(run.labels)} classes that differ from the data's "
+                           f"{len(labels)}: train the teacher on the same dataset")
+    images = load_images(samples, run.preprocess, labels, progress, "teacher images")
+    if len(images.images) != len(samples):
+        raise DatasetError(f"teacher could not read {len(samples) - len(images.images)} training images")
+    scores, _ = predict(load_model(run.model_path), images.images)
+    return scores.astype(np.float32)
+
+
+def _targets(tr: LoadedImages, labels: tuple[str, ...], options: TrainOptions, progress: bool) -> np.ndarray:
+    y = keras.utils.to_categorical(tr.label_ids, len(labels)).astype(np.float32)
+    if options.teacher is None or options.distill_weight == 0:
+        return y
+    # Cross-entropy against this mixture has the gradient of CE(labels) plus KL to the teacher.
+    soft = teacher_scores(options.teacher, tr.samples, labels, progress)
+    return (1.0 - options.distill_weight) * y + options.distill_weight * soft
+
+
+def _fit_heads(pm: ProductModel, tr: LoadedImages, va: LoadedImages | None, y_tr: np.ndarray, w_tr: np.ndarray,
+               options: TrainOptions, strategy, progress: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    n_cls = y_tr.shape[1]
+    feats_tr = pm.features.predict(tr.images.astype(np.float32), batch_size=64, verbose=0)
+    val = None
+    if va is not None:
+        val = (pm.features.predict(va.images.astype(np.float32), batch_size=64, verbose=0),
+               keras.utils.to_categorical(va.label_ids, n_cls))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
+    with strategy.scope():
+        pm.head.compile(optimizer=keras.optimizers.Adam(options.head_lr), loss=loss, metrics=["accuracy"])
+    # A fixed number of epochs here too: val is reported, never used to choose (so it stays unbiased).
+    h = pm.head.fit(feats_tr, y_tr, sample_weight=w_tr, batch_size=options.batch_size, epochs=options.head_epochs,
+                    validation_data=val, verbose=0)
+    summary = _history(h, time.perf_counter() - t0)
+    if progress:
+        acc = f", val_accuracy={summary['val_accuracy'][-1]:.4f}" if val is not None else ""
+        print(f"  [heads] {options.head_epochs} epochs: loss={summary['loss'][-1]:.4f}{acc} ({summary['seconds']:.0f}s)",
+              flush=True)
+    return summary
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``alpha`` x the peak."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int, alpha: float = 0.05):
         super().__init__()
-        self.stage, self.show, self.start = stage, show, time.perf_counter()
+        if total_steps < 1 or not 0 <= warmup_steps < total_steps + 1:
+            raise ValueError(f"warm-up {warmup_steps} of {total_steps} steps")
+        self.peak, self.total, self.warmup, self.alpha = peak, total_steps, warmup_steps, alpha
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.show:
-            logs = logs or {}
-            parts = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-            print(f"  [{self.stage}] epoch {epoch + 1}: {parts} ({time.perf_counter() - self.start:.0f}s)", flush=True)
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1.0) / max(self.warmup, 1)
+        progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+        cosine = self.peak * (self.alpha + (1.0 - self.alpha) * 0.5 * (1.0 + tf.cos(np.pi * progress)))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup, "alpha": self.alpha}
+
+
+def _fine_tune(pm: ProductModel, tr: LoadedImages, va: LoadedImages | None, y_tr: np.ndarray, w_tr: np.ndarray,
+               options: TrainOptions, size: int, strategy, progress: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    n_trainable = set_trainable_top(pm, options.finetune_fraction, options.train_batchnorm)
+    per_epoch = max(1, int(np.ceil(len(tr.images) / options.batch_size)))
+    total = per_epoch * options.finetune_epochs
+    schedule = WarmupCosine(options.finetune_lr, total, int(round(options.warmup_epochs * per_epoch)))
+    # Keras' EMA has no bias correction: cap its horizon, 1 / (1 - momentum), at a tenth of the
+    # run so a short fine-tune is not mostly its starting point.
+    momentum = min(options.ema_momentum, max(0.0, 1.0 - 10.0 / total))
+    ema = {"use_ema": True, "ema_momentum": momentum} if momentum > 0 else {}
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
+    with strategy.scope():
+        pm.classifier.compile(optimizer=keras.optimizers.Adam(schedule, **ema), loss=loss, metrics=["accuracy"])
+    ds = augment.training_dataset(tr.images, y_tr, w_tr, options.batch_size, size, options.augment, options.seed)
+    val = (va.images.astype(np.float32), keras.utils.to_categorical(va.label_ids, y_tr.shape[1])) if va else None
+    callbacks = [EpochProgress("fine-tune", per_epoch, progress)]
+    if va is not None and options.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=options.patience,
+                                                       mode="max", restore_best_weights=True))
+    h = pm.classifier.fit(ds, epochs=options.finetune_epochs, validation_data=val, verbose=0, callbacks=callbacks)
+    return _history(h, time.perf_counter() - t0) | {"trainable_backbone_layers": n_trainable,
+                                                     "ema_momentum": momentum}
 
 
 def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_options: TrainOptions,
@@ -74,93 +180,39 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(train_options.seed)
     policy = _set_precision(train_options.mixed_precision)
-
-    train_set = load_dataset(data, "train")
-    try:
-        val_set: Dataset | None = load_dataset(data, "val")
-    except DatasetError as e:
-        if "no val" not in str(e) and "has no images" not in str(e):
-            raise
-        val_set = None
+    train_set, tr, va = _load_data(data, train_options, model_options, progress)
     labels = train_set.labels
-    size = model_options.image_size
-    pre = preprocess_spec(model_options)
-    tr = load_images(train_set.samples, pre, labels, progress, "train images")
-    va = load_images(val_set.samples, pre, labels, progress, "val images") if val_set else None
-    if len(tr.images) == 0:
-        raise DatasetError(f"{data}: no readable training images ({len(tr.skipped)} skipped)")
-    n_cls = len(labels)
-    if progress:
-        print(f"data: {len(tr.images)} train / {len(va.images) if va else 0} val images, {n_cls} classes, "
-              f"{len(tr.skipped) + (len(va.skipped) if va else 0)} unreadable skipped", flush=True)
+    y_tr = _targets(tr, labels, train_options, progress)
+    w_tr = augment.sample_weights(tr.label_ids, len(labels), train_options.balance_classes)
 
     strategy = distribution_strategy()
     with strategy.scope():
-        pm = build_model(model_options, n_cls)
-    history: dict[str, Any] = {}
-
-    # Stage 1: heads on cached features of the frozen backbone.
-    t0 = time.perf_counter()
-    feats_tr = pm.features.predict(tr.images.astype(np.float32), batch_size=64, verbose=0)
-    feats_va = pm.features.predict(va.images.astype(np.float32), batch_size=64, verbose=0) if va else None
-    y_tr = keras.utils.to_categorical(tr.label_ids, n_cls)
-    w_tr = augment.sample_weights(tr.label_ids, n_cls, train_options.balance_classes)
-    val_feats = (feats_va, keras.utils.to_categorical(va.label_ids, n_cls)) if va else None
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_options.label_smoothing)
-    with strategy.scope():
-        pm.head.compile(optimizer=keras.optimizers.Adam(train_options.head_lr), loss=loss, metrics=["accuracy"])
-    h1 = pm.head.fit(feats_tr, y_tr, sample_weight=w_tr, batch_size=train_options.batch_size,
-                     epochs=train_options.head_epochs, validation_data=val_feats, verbose=0,
-                     callbacks=_callbacks("heads", va is not None, train_options.patience * 3, progress))
-    history["heads"] = _history(h1, time.perf_counter() - t0)
-
-    # Stage 2: fine-tune the top of the backbone with augmentation.
+        pm = build_model(model_options, len(labels))
+    history = {"heads": _fit_heads(pm, tr, va, y_tr, w_tr, train_options, strategy, progress)}
     if train_options.finetune_epochs > 0:
-        t0 = time.perf_counter()
-        n_trainable = set_trainable_top(pm, train_options.finetune_fraction)
-        steps = max(1, int(np.ceil(len(tr.images) / train_options.batch_size))) * train_options.finetune_epochs
-        schedule = keras.optimizers.schedules.CosineDecay(train_options.finetune_lr, steps, alpha=0.05)
-        with strategy.scope():
-            pm.classifier.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-        ds = augment.training_dataset(tr.images, y_tr, w_tr, train_options.batch_size, size,
-                                      train_options.augment, train_options.seed)
-        val_ds = (va.images.astype(np.float32), keras.utils.to_categorical(va.label_ids, n_cls)) if va else None
-        h2 = pm.classifier.fit(ds, epochs=train_options.finetune_epochs, validation_data=val_ds, verbose=0,
-                               callbacks=_callbacks("fine-tune", va is not None, train_options.patience, progress))
-        history["finetune"] = _history(h2, time.perf_counter() - t0) | {"trainable_backbone_layers": n_trainable}
-
+        history["finetune"] = _fine_tune(pm, tr, va, y_tr, w_tr, train_options, model_options.image_size,
+                                         strategy, progress)
     for layer in pm.model.layers:  # a reloaded model should not look half-frozen
         layer.trainable = True
     pm.model.save(out / MODEL_FILE)
-    (out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    (out / "preprocess.json").write_text(json.dumps(pre.to_dict(), indent=2) + "\n")
     config = {"data": str(Path(data).resolve()), "layout": train_set.layout, "dataset_fingerprint": train_set.fingerprint(),
               "model": asdict(model_options), "train": asdict(train_options), "precision_policy": policy,
               "strategy": type(strategy).__name__, "coarse_of": train_set.coarse_of,
               "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__}}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    Run.save(out, labels, preprocess_spec(model_options), config, history)
 
     metrics: dict[str, Any] = {"train_images": len(tr.images), "skipped_images": [str(p) for p, _ in tr.skipped],
                                "wall_time_s": None}
     if va is not None:
         scores, _ = predict(pm.model, va.images)
         report = classification_report(scores, va.label_ids, labels, train_set.coarse_of, train_options.accept_share)
-        plot_confusion(np.array(report["confusion_matrix"]), labels, out / "confusion.png", "val")
+        plot_confusion(np.array(report["confusion_matrix"]), labels, out / CONFUSION_FILE, "val")
         metrics.update({"val": report, "val_images": len(va.images),
                         "skipped_images": metrics["skipped_images"] + [str(p) for p, _ in va.skipped]})
     metrics["wall_time_s"] = round(time.perf_counter() - t_start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    Run.save_metrics(out, metrics)
     keras.mixed_precision.set_global_policy("float32")
     return metrics
-
-
-def _callbacks(stage: str, has_val: bool, patience: int, progress: bool) -> list:
-    cbs: list = [_Progress(stage, progress)]
-    if has_val:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, mode="max",
-                                                 restore_best_weights=True))
-    return cbs
 
 
 def _history(h, seconds: float) -> dict[str, Any]:
