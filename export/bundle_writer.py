@@ -1,7 +1,7 @@
 """Pieces every bundle writer shares: the output directory, the model section of the
 manifest, embedded TFLite metadata and tool versions.
 
-Used by `exporter` (our own training runs) and `onnx_import` (a model from elsewhere), so
+Used by `exporter` (our own training runs) and `onnx.importer` (a model from elsewhere), so
 both write the same bundle the edge reads.
 """
 from __future__ import annotations

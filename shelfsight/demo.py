@@ -117,7 +117,7 @@ def _sync_step(out: Path, bundle_dir: Path, video: Path) -> None:
     import os
     import secrets
 
-    from shelfsight.tools.sync_server import ServerConfig, SyncServer
+    from shelfsight.tools.server import ServerConfig, SyncServer
 
     t = _step("6. sync: device outbox -> reference server on loopback")
     token = secrets.token_hex(16)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from shelfsight.bundle import new_manifest, write_manifest
 from shelfsight.preprocess import PreprocessSpec
-from shelfsight.tools.sync_faults import free_port
-from shelfsight.tools.sync_server import Faults, ServerConfig, SyncServer
+from shelfsight.tools.server.faults import free_port
+from shelfsight.tools.server import Faults, ServerConfig, SyncServer
 
 TOKEN = "test-token-0123"
 

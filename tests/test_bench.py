@@ -16,14 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from shelfsight.errors import ConfigError
-from shelfsight.tools import bench_backends, bench_compare
-from shelfsight.tools.bench import (SCHEMA, SCHEMA_VERSION, SLICE_REWARM, Bench, BenchOptions, default_threads,
-                                    merge_slices, parse_threads, ratios, run_bench, write_outputs)
-from shelfsight.tools.bench_device import cpu_model, device_fingerprint, thermal_zones
-from shelfsight.tools.bench_report import text_report
-from shelfsight.tools.bench_stats import TimingOptions, latency_stats, time_calls
-from shelfsight.tools.bench_targets import Target, open_target, synthetic_inputs, variant_paths
-from shelfsight.tools.results_table import END, START, load_report, replace_section, results_markdown
+from shelfsight.tools.bench import backends as bench_backends, compare as bench_compare
+from shelfsight.tools.bench.options import BenchOptions, default_threads, parse_threads
+from shelfsight.tools.bench.runner import (SCHEMA, SCHEMA_VERSION, SLICE_REWARM, Bench, merge_slices, ratios, run_bench,
+                                           write_outputs)
+from shelfsight.tools.bench.device import cpu_model, device_fingerprint, thermal_zones
+from shelfsight.tools.bench.report import text_report
+from shelfsight.tools.bench.stats import TimingOptions, latency_stats, time_calls
+from shelfsight.tools.bench.targets import Target, open_target, synthetic_inputs, variant_paths
+from shelfsight.tools.bench.results_table import END, START, load_report, replace_section, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "grocery-sample"
@@ -214,7 +215,7 @@ def test_worker_peak_memory_does_not_include_the_parents_size_at_fork():
 
     ballast = np.ones(320 * 2**20, np.uint8)  # 320 MiB resident in this (parent) process
     parent = psutil.Process().memory_info().rss
-    out = subprocess.run([sys.executable, "-c", "from shelfsight.tools.bench_worker import peak_rss_bytes; "
+    out = subprocess.run([sys.executable, "-c", "from shelfsight.tools.bench.worker import peak_rss_bytes; "
                           "print(peak_rss_bytes())"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-1000:]
     assert int(out.stdout) < parent - 200 * 2**20, (int(out.stdout), parent)
@@ -392,7 +393,7 @@ def test_bench_command_and_worker_run_with_tensorflow_blocked(tiny_bundle, tmp_p
     script = BLOCKER + """
 import json, sys
 from shelfsight.cli import main
-from shelfsight.tools.bench_worker import measure
+from shelfsight.tools.bench.worker import measure
 try:
     main(sys.argv[1:-1])
 except SystemExit as e:

@@ -13,10 +13,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from shelfsight.errors import ConfigError, DatasetError, ModelError
-from shelfsight.export.onnx_check import agreement, softmax
-from shelfsight.export.onnx_graph import image_input, load_onnx, resolve_heads, with_outputs
-from shelfsight.export.onnx_import import import_onnx, read_labels, spread
-from shelfsight.export.onnx_options import ImportOptions, InputNormalization
+from shelfsight.export.onnx.check import agreement, softmax
+from shelfsight.export.onnx.graph import image_input, load_onnx, resolve_heads, with_outputs
+from shelfsight.export.onnx.importer import import_onnx, read_labels, spread
+from shelfsight.export.onnx.options import ImportOptions, InputNormalization
 from shelfsight.export.options import QuantizationConfig
 
 CLASSES = 12
@@ -256,7 +256,7 @@ def test_agreement_and_spread_are_plain_numpy():
 
 @pytest.mark.slow
 def test_onnx2tf_sample_is_20_normalised_128px_images_from_ours():
-    from shelfsight.export.onnx_convert import SAMPLE_FILE as name, onnx2tf_sample
+    from shelfsight.export.onnx.convert import SAMPLE_FILE as name, onnx2tf_sample
 
     images = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 255, 128)])
     sample = onnx2tf_sample(images, InputNormalization.parse("127.5,127.5", units="pixel"))
@@ -302,7 +302,7 @@ def test_float32_import_agrees_with_onnxruntime_and_leaves_no_sample_file(tmp_pa
 
 @pytest.mark.slow
 def test_a_conversion_that_does_not_reproduce_the_onnx_model_is_not_shipped(tmp_path, calib, labels, monkeypatch):
-    from shelfsight.export import onnx_convert
+    from shelfsight.export.onnx import convert as onnx_convert
 
     other = load_onnx(tiny_cnn(tmp_path / "other.onnx", seed=7))
     real = onnx_convert.convert_onnx

@@ -366,7 +366,7 @@ sys.meta_path.insert(0, Block())
 import numpy as np
 from shelfsight.edge.catalog.search import CatalogIndex
 from shelfsight.edge.catalog.items import Catalog, CatalogItem
-from shelfsight.tools import bench_search
+from shelfsight.tools.bench import search as bench_search
 v = np.eye(4, dtype=np.float32)
 idx = CatalogIndex.build(v, list("abcd"), Catalog(CatalogItem(c) for c in "abcd"), r"{tmp_path}", "{MODEL}")
 print(idx.search(v[2], 1)[0].item_id)

@@ -12,7 +12,7 @@ import requests
 
 from shelfsight.cli import main
 from shelfsight.edge.sync.outbox import Outbox
-from shelfsight.tools.sync_faults import free_port
+from shelfsight.tools.server.faults import free_port
 
 from sync_fakes import TOKEN, make_bundle, server, token_file
 

@@ -1,12 +1,12 @@
 """End to end on loopback: a device process killed with SIGKILL mid-batch and restarted,
 a server answering 500s, dropping connections, answering slowly and disappearing for a
-while. Every event must arrive exactly once. (10,000 events: tools/sync_faults.py.)"""
+while. Every event must arrive exactly once. (10,000 events: tools/server/faults.py.)"""
 from __future__ import annotations
 
 import pytest
 
 from shelfsight.errors import ConfigError
-from shelfsight.tools.sync_faults import FaultPlan, make_event, run_fault_test
+from shelfsight.tools.server.faults import FaultPlan, make_event, run_fault_test
 
 
 def test_2000_events_through_kills_and_outages_arrive_exactly_once(tmp_path):

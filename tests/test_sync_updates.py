@@ -18,7 +18,7 @@ from shelfsight.edge.sync.service import SyncConfig, SyncService
 from shelfsight.edge.sync.http import HttpOptions
 from shelfsight.edge.sync.updates import UpdateOptions, Updater
 from shelfsight.errors import BundleError, ConfigError
-from shelfsight.tools.sync_keys import sign_bundle
+from shelfsight.tools.server.keys import sign_bundle
 
 from sync_fakes import make_bundle, server, token_file
 

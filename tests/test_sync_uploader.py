@@ -12,7 +12,7 @@ from shelfsight.edge.sync.http import (AuthError, Backoff, BackoffOptions, HttpO
                                        read_token)
 from shelfsight.edge.sync.uploader import UploadOptions, Uploader, parse_answer
 from shelfsight.errors import ConfigError
-from shelfsight.tools.sync_server import Faults
+from shelfsight.tools.server import Faults
 
 from sync_fakes import TOKEN, make_tls, server, token_file
 

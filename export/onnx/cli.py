@@ -7,8 +7,8 @@ import click
 
 from shelfsight.cli import progress_disabled
 
-from .onnx_options import PRESETS, SCORES_ARE, UNITS
-from .options import MODES
+from ..options import MODES
+from .options import PRESETS, SCORES_ARE, UNITS
 
 
 @click.command("import-onnx")
@@ -43,9 +43,9 @@ def import_onnx_command(model, calib, labels_file, out, quantize, normalize, nor
                         crop_fraction, scores_output, embedding_output, scores_are, calibration_images,
                         compare_images, archive):
     """Convert an ONNX image classifier (NCHW, e.g. from PyTorch) into a verified bundle."""
-    from .onnx_import import import_onnx
-    from .onnx_options import ImportOptions, InputNormalization
-    from .options import QuantizationConfig
+    from .importer import import_onnx
+    from .options import ImportOptions, InputNormalization
+    from ..options import QuantizationConfig
 
     options = ImportOptions(QuantizationConfig(quantize, calibration_images),
                             InputNormalization.parse(normalize, normalize_units), input_size=input_size,

@@ -31,10 +31,10 @@ import onnx
 from shelfsight.errors import ModelError
 from shelfsight.training.tf_env import keras, tf
 
-from .convert import convert_with
-from .onnx_graph import Heads, ImageInput, with_input_size
-from .onnx_options import InputNormalization
-from .options import QuantizationConfig
+from ..convert import convert_with
+from ..options import QuantizationConfig
+from .graph import Heads, ImageInput, with_input_size
+from .options import InputNormalization
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 SAMPLE_COUNT, SAMPLE_SIZE = 20, 128

@@ -9,7 +9,7 @@ model.tflite, labels.txt [, .tar.gz]) that `index`, `run`, `eval` and `bench` ta
 any other.
 
 Every import converts a float32 model first and refuses to continue when it does not
-reproduce onnxruntime (see `onnx_check`); the shipped model is then compared too. Both
+reproduce onnxruntime (see `check`); the shipped model is then compared too. Both
 comparisons are returned, logged and stored in the manifest as ``metrics.onnx_comparison``.
 
 When the model has one output, the embedding is the feature vector entering its final
@@ -32,12 +32,12 @@ from shelfsight.errors import ConfigError, DatasetError, ModelError
 from shelfsight.images import IMAGE_SUFFIXES, is_image_file
 from shelfsight.preprocess import PreprocessSpec
 
-from .bundle_writer import TRAINING_TOOLS, check_bundle_dir, embed_metadata, model_section, prepare_bundle_dir, \
+from ..bundle_writer import TRAINING_TOOLS, check_bundle_dir, embed_metadata, model_section, prepare_bundle_dir, \
     tool_versions
-from .onnx_check import Agreement, agreement, looks_like_probabilities, softmax, unit_rows
-from .onnx_graph import Heads, ImageInput, image_input, load_onnx, resolve_heads, run_session, with_outputs
-from .onnx_options import ImportOptions, InputNormalization
-from .options import QuantizationConfig
+from ..options import QuantizationConfig
+from .check import Agreement, agreement, looks_like_probabilities, softmax, unit_rows
+from .graph import Heads, ImageInput, image_input, load_onnx, resolve_heads, run_session, with_outputs
+from .options import ImportOptions, InputNormalization
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _convert(model, image: ImageInput, heads: Heads, options: ImportOptions, ima
     Raises:
         ModelError: onnx2tf or TFLite conversion fails, or the float32 model is not faithful.
     """
-    from .onnx_convert import bundle_model, bundle_tflite, convert_onnx, onnx2tf_sample  # TensorFlow from here on
+    from .convert import bundle_model, bundle_tflite, convert_onnx, onnx2tf_sample  # TensorFlow from here on
 
     norm = options.normalization
     converted = convert_onnx(model, image, onnx2tf_sample(images, norm))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from shelfsight.errors import ConfigError
 
-from .options import QuantizationConfig
+from ..options import QuantizationConfig
 
 UNITS = ("unit", "pixel")
 SCORES_ARE = ("auto", "logits", "probabilities")

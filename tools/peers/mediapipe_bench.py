@@ -3,12 +3,12 @@
     .venv-peers/bin/python tools/peers/mediapipe_bench.py   (JSON lines in, JSON lines out)
 
 Standalone (the peer environment has mediapipe and numpy 2, not shelfsight); it speaks the
-line protocol of shelfsight's bench worker (``shelfsight.tools.bench_worker``): first the
+line protocol of shelfsight's bench worker (``shelfsight.tools.bench.worker``): first the
 request (``model``, ``inputs`` .npy of N x S x S x 3 RGB uint8, the same pixels every backend
 gets, ``scores_size``, ``top_k``), answered with ``ok``, ``version``, ``import_s``,
 ``load_s``, ``threads_note`` or ``error``; then ``time`` (``first_ms``, ``warmup_ms``,
 ``times_s``, ``cpu_per_wall``), ``top1`` and ``close`` (``rss``). The timing loop follows
-``shelfsight.tools.bench_stats.time_calls``: one first call, ``warmup`` calls, then calls
+``shelfsight.tools.bench.stats.time_calls``: one first call, ``warmup`` calls, then calls
 until both ``min_time`` seconds and ``min_runs`` runs are reached, cycling the inputs.
 
 Each timed call is ``ImageClassifier.classify(mp.Image)`` on an S x S SRGB image made

@@ -1,6 +1,6 @@
 """Benchmark the catalog search index on clustered synthetic embeddings.
 
-    python -m shelfsight.tools.bench_search --sizes 10000 100000 1000000 --dim 128 --out DIR
+    python -m shelfsight.tools.bench.search --sizes 10000 100000 1000000 --dim 128 --out DIR
 
 For each size: N unit vectors drawn around ``--clusters`` random centres on the sphere
 (mean cosine to the centre about 0.8), and ``--queries`` fresh held-out draws from the same

@@ -1,6 +1,6 @@
 """Regenerate the README's benchmark tables from `shelfsight bench` reports.
 
-    python -m shelfsight.tools.results_table out/bench.json [more.json ...] [--readme README.md]
+    python -m shelfsight.tools.bench.results_table out/bench.json [more.json ...] [--readme README.md]
 
 Prints two Markdown tables: shelfsight's own figures (one row per target, mode and thread
 count) and the side-by-side ratios. With ``--readme``, the text between the lines
@@ -18,7 +18,7 @@ from typing import Any
 
 from shelfsight.errors import ConfigError
 
-from .bench import SCHEMA, SCHEMA_VERSION
+from .runner import SCHEMA, SCHEMA_VERSION
 
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 MB = 1e6

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .bench_targets import Target
+from .targets import Target
 
 SEARCH_KS = (1, 5)
 

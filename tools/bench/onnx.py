@@ -1,6 +1,6 @@
 """A .tflite model as ONNX, for the onnxruntime side of `shelfsight bench --compare`.
 
-    python -m shelfsight.tools.bench_onnx MODEL.tflite OUT.onnx INPUTS.npy
+    python -m shelfsight.tools.bench.onnx MODEL.tflite OUT.onnx INPUTS.npy
 
 Converted with tf2onnx's TFLite reader (it needs TensorFlow; the bench runs this in a
 subprocess so that its own process never imports it). Quantized models become ONNX
@@ -70,7 +70,7 @@ def check(model: Path, onnx_path: Path, inputs: np.ndarray) -> dict[str, Any]:
     """Largest |score difference| and top-1 agreement of the two models on ``inputs``."""
     from shelfsight.edge.runtime.interpreter import TFLiteModel
 
-    from .bench_backends import load_onnxruntime
+    from .backends import load_onnxruntime
 
     reference = TFLiteModel(model, threads=1)
     size = reference.outputs["scores"].shape[-1] if "scores" in reference.outputs else 0
@@ -85,7 +85,7 @@ def check(model: Path, onnx_path: Path, inputs: np.ndarray) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        print("usage: python -m shelfsight.tools.bench_onnx MODEL.tflite OUT.onnx INPUTS.npy", file=sys.stderr)
+        print("usage: python -m shelfsight.tools.bench.onnx MODEL.tflite OUT.onnx INPUTS.npy", file=sys.stderr)
         return 2
     model, out, inputs = Path(args[0]), Path(args[1]), Path(args[2])
     try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from shelfsight.errors import ConfigError
 
-from .bench_backends import module_missing
+from .backends import module_missing
 
 PEERS = ("mediapipe", "onnxruntime", "tflite")
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -197,7 +197,7 @@ class WorkerProcess:
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "shelfsight.tools.bench_worker"]
+    return [sys.executable, "-m", "shelfsight.tools.bench.worker"]
 
 
 def mediapipe_command(python: Path) -> list[str]:
@@ -208,4 +208,4 @@ def mediapipe_command(python: Path) -> list[str]:
 
 def convert_to_onnx(model: Path, out: Path, inputs: Path) -> dict[str, Any]:
     """Convert with `bench_onnx` in a subprocess; its JSON (``ok`` false with ``error`` on failure)."""
-    return run_json([sys.executable, "-m", "shelfsight.tools.bench_onnx", str(model), str(out), str(inputs)])
+    return run_json([sys.executable, "-m", "shelfsight.tools.bench.onnx", str(model), str(out), str(inputs)])

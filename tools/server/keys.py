@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from ..bundle import MANIFEST
+from shelfsight.bundle import MANIFEST
 from shelfsight.edge.sync.signature import SIGNATURE_SUFFIX, generate_keypair, load_private_key, sign
-from ..errors import BundleError
+from shelfsight.errors import BundleError
 
 
 def signature_path(bundle: Path) -> Path:

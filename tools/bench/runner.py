@@ -59,97 +59,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import click
 import numpy as np
 
-from shelfsight.errors import ConfigError, ModelError
+from shelfsight.errors import ModelError
 
-from . import bench_compare as peers
-from .bench_device import device_fingerprint
-from .bench_quality import accuracy
-from .bench_report import markdown_report, plot_accuracy, plot_latency, text_report
-from .bench_stats import TimingOptions, latency_stats
-from .bench_targets import Target, data_inputs, open_targets, synthetic_inputs, variant_paths
+from . import compare as peers
+from .device import device_fingerprint
+from .options import BenchOptions
+from .quality import accuracy
+from .report import markdown_report, plot_accuracy, plot_latency
+from .stats import latency_stats
+from .targets import Target, data_inputs, synthetic_inputs
 
 SCHEMA, SCHEMA_VERSION = "shelfsight.bench", 1
-RUNTIMES = ("auto", "litert", "tflite_runtime", "tensorflow")
 SLICE_REWARM = 2  # untimed calls before each later slice: caches are cold after other workers ran
 MB = 1e6
-
-
-def default_threads(cores: int | None = None) -> tuple[int, ...]:
-    """1, then powers of two up to the core count, and the core count itself."""
-    n = max(1, cores or os.cpu_count() or 1)
-    out = {1, n}
-    t = 2
-    while t < n:
-        out.add(t)
-        t *= 2
-    return tuple(sorted(out))
-
-
-def parse_threads(text: str | None) -> tuple[int, ...]:
-    """"1,2,4" -> (1, 2, 4); None or "" -> `default_threads()`.
-
-    Raises:
-        ConfigError: not a comma list of integers >= 1.
-    """
-    if not text:
-        return default_threads()
-    try:
-        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise ConfigError(f"--threads {text!r}: expected a comma list of integers such as 1,2,4") from None
-    if not values or values[0] < 1:
-        raise ConfigError(f"--threads {text!r}: thread counts must be >= 1")
-    return values
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """What to measure and how long.
-
-    Attributes:
-        threads: interpreter thread counts to measure each target at.
-        timing: warm-up, minimum time and minimum runs per measurement.
-        input_count: how many input images every backend cycles through.
-        data, split: dataset for real inputs, accuracy and search recall (None: synthetic inputs).
-        compare: peer backends (see bench_compare.PEERS).
-        runtime: shelfsight's TFLite runtime ("auto" or a name from edge.interpreter).
-        rounds: interleaved timing slices per measurement (timing.min_time and min_runs are
-            split over them).
-    """
-
-    threads: tuple[int, ...] = (1,)
-    timing: TimingOptions = field(default_factory=TimingOptions)
-    input_count: int = 16
-    data: Path | None = None
-    split: str = "val"
-    compare: tuple[str, ...] = ()
-    runtime: str = "auto"
-    rounds: int = 10
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"rounds {self.rounds} must be >= 1")
-        if not self.threads or min(self.threads) < 1:
-            raise ConfigError(f"threads {self.threads} must be one or more counts >= 1")
-        if self.input_count < 1:
-            raise ConfigError(f"input count {self.input_count} must be >= 1")
-        unknown = [c for c in self.compare if c not in peers.PEERS]
-        if unknown:
-            raise ConfigError(f"compare {unknown} unknown, expected any of {', '.join(peers.PEERS)}")
-        if self.runtime not in RUNTIMES:
-            raise ConfigError(f"runtime {self.runtime!r} unknown, expected one of {', '.join(RUNTIMES)}")
-        if self.data is not None and not Path(self.data).exists():
-            raise ConfigError(f"--data {self.data} not found")
 
 
 def run_record(result: dict[str, Any], mode: str, threads: int | None, model_file: Path,
@@ -418,44 +348,3 @@ def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
     written["markdown"] = out / "report.md"
     written["markdown"].write_text(markdown_report(report, plots))
     return written
-
-
-@click.command("bench")
-@click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--variants", type=click.Path(path_type=Path),
-              help="Also every bundle (subdir with manifest.json) in DIR.")
-@click.option("--threads", help="Comma list of thread counts (default: 1, powers of two, all cores).")
-@click.option("--min-time", type=float, default=2.0, show_default=True,
-              help="Seconds of timed runs per measurement, over all rounds.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls after the first one.")
-@click.option("--min-runs", type=int, default=20, show_default=True, help="Timed runs at least, whatever the time.")
-@click.option("--rounds", type=int, default=10, show_default=True,
-              help="Interleaved timing slices per measurement (fairer on a busy machine).")
-@click.option("--inputs", "input_count", type=int, default=16, show_default=True, help="Input images to cycle through.")
-@click.option("--data", type=click.Path(path_type=Path), help="Dataset: real inputs, top-1/top-5 and search recall.")
-@click.option("--split", default="val", show_default=True, help="Split of --data to use.")
-@click.option("--compare", default="", help="Peers on the same model and inputs: mediapipe,onnxruntime,tflite.")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
-              help="shelfsight's TFLite runtime.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write bench.json, report.md, plots and converted models here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
-def bench(targets: tuple[Path, ...], variants: Path | None, threads: str | None, min_time: float, warmup: int,
-          min_runs: int, rounds: int, input_count: int, data: Path | None, split: str, compare: str, runtime: str,
-          out: Path | None, as_json: bool) -> None:
-    """Benchmark bundles or .tflite files on this device (latency, memory, size, accuracy)."""
-    paths = list(targets) + (variant_paths(variants) if variants else [])
-    if not paths:
-        raise click.UsageError("give at least one TARGET (bundle dir, .tar.gz or .tflite) or --variants DIR")
-    options = BenchOptions(parse_threads(threads), TimingOptions(min_time, warmup, min_runs), input_count, data,
-                           split, peers.parse_compare(compare), runtime, rounds)
-    opened = open_targets(paths)
-    say = (lambda line: click.echo(line, err=True))
-    report = run_bench(opened, options, out / "onnx" if out is not None else None, say)
-    if out is not None:
-        written = write_outputs(report, out)
-        say("wrote " + ", ".join(str(p) for p in written.values()))
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=1) + "\n")
-    else:
-        click.echo(text_report(report))

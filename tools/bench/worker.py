@@ -1,7 +1,7 @@
 """A model held in its own process, timed in slices on request, so that load time and peak
 memory belong to one model and the timings of several backends can be interleaved.
 
-    python -m shelfsight.tools.bench_worker     (JSON lines on stdin, JSON lines on stdout)
+    python -m shelfsight.tools.bench.worker     (JSON lines on stdin, JSON lines on stdout)
 
 Protocol (one JSON object per line each way; tools/peers/mediapipe_bench.py speaks it too):
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from shelfsight.errors import ShelfsightError
 
-from .bench_backends import Loaded, load_onnxruntime, load_shelfsight, load_tflite, to_bgr
-from .bench_stats import TimingOptions, time_calls
+from .backends import Loaded, load_onnxruntime, load_shelfsight, load_tflite, to_bgr
+from .stats import TimingOptions, time_calls
 
 
 def _rss_now() -> int:

@@ -5,8 +5,8 @@ model load and imports count), samples its resident memory, and reads the run su
 sustained frames per second, per-frame latency p50/p99, time from process start to the
 first event, peak RSS.
 
-    python -m shelfsight.tools.bench_runtime BUNDLE --video V.mp4 [--threads 2] [--json OUT]
-    python -m shelfsight.tools.bench_runtime BUNDLE --make-video-from DIR   # 640x480 from images
+    python -m shelfsight.tools.bench.runtime BUNDLE --video V.mp4 [--threads 2] [--json OUT]
+    python -m shelfsight.tools.bench.runtime BUNDLE --make-video-from DIR   # 640x480 from images
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def measure(bundle: Path, video: Path, threads: int | None, extra: tuple[str, ..
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 def main(bundle, video, make_video_from, threads, json_out):
     """Sustained FPS, latency, memory and time to first event of `shelfsight run`."""
-    from .make_video import make_video
+    from ..make_video import make_video
 
     if video is None:
         if make_video_from is None:

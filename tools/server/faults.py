@@ -12,7 +12,7 @@ Runs the reference server and a device process on loopback, both as subprocesses
 Then it counts events produced, events stored on the server, duplicates, lost events,
 unexpected or altered ones. Usage::
 
-    python -m shelfsight.tools.sync_faults report --events 10000 [--json OUT]
+    python -m shelfsight.tools.server.faults report --events 10000 [--json OUT]
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ from pathlib import Path
 import click
 import requests
 
-from ..errors import ConfigError, ShelfsightError
+from shelfsight.errors import ConfigError, ShelfsightError
 
-DEVICE_MODULE = "shelfsight.tools.sync_faults"
+DEVICE_MODULE = "shelfsight.tools.server.faults"
 TOKEN = "fault-test-token"
 
 

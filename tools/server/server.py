@@ -1,0 +1,156 @@
+"""Reference sync server (aiohttp): event intake, bundle offers, fault injection.
+
+Endpoints (all but /healthz need ``Authorization: Bearer <token>``)::
+
+    GET  /healthz                 {"ok": true}
+    POST /v1/events               {"events": [{"id": ...}, ...]} -> {"held": [...], "rejected": {...}}
+                                  stored in SQLite keyed by event id, so resends are harmless
+    GET  /v1/stats                {"events": distinct ids held, "redeliveries": ..., "batches": ...}
+    GET  /v1/manifest             manifest.json bytes of the offered bundle (ETag, If-None-Match)
+    GET  /v1/manifest.sig         its Ed25519 signature (file beside the bundle, or --signing-key)
+    GET  /v1/bundles/NAME         a bundle file or the archive, with Range support
+    GET|POST /v1/admin/faults     read or set fault injection (only with --admin)
+
+The offered bundle is a directory (signature in ``DIR/manifest.json.sig``) or a .tar.gz
+archive (signature in ``ARCHIVE.sig``); it is read on each request, so replacing it on
+disk changes the offer.
+
+Fault injection (tests and demos): a share of event batches answered 500, a share whose
+connection is dropped without an answer, a share answered slowly; each randomly before
+or after the batch is stored, so the device sees both "lost request" and "lost answer".
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+import threading
+from pathlib import Path
+
+import click
+from aiohttp import web
+
+from shelfsight.errors import ConfigError
+
+from .app import STATE, ServerState, make_app
+from .config import Faults, ServerConfig, read_token_file
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+async def _start(config: ServerConfig) -> tuple[web.AppRunner, str]:
+    app = make_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config))
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
+    port = runner.addresses[0][1]
+    scheme = "https" if config.tls_cert else "http"
+    return runner, f"{scheme}://{config.host}:{port}"
+
+
+class SyncServer:
+    """The server in a background thread, for tests: ``with SyncServer(config) as s: s.url``.
+
+    ``state`` gives live access to faults and the offered bundle; ``stop()`` is idempotent.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def state(self) -> ServerState:
+        return self._runner.app[STATE]
+
+    def start(self) -> "SyncServer":
+        """Listen (once; a second call does nothing). Raises ConfigError if the port is taken."""
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(target=self._run, name="sync-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._runner, self.url = self._loop.run_until_complete(_start(self.config))
+        except BaseException as e:  # handed to the starting thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+
+    def __enter__(self) -> "SyncServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(config: ServerConfig) -> None:
+    """Run in the foreground until SIGINT or SIGTERM."""
+    async def main() -> None:
+        runner, url = await _start(config)
+        click.echo(f"sync-server listening on {url} (data in {config.data_dir})", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+    asyncio.run(main())
+
+
+@click.command("sync-server")
+@click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the event database.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File whose first line is the bearer token devices must send.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Bundle directory or .tar.gz to offer.")
+@click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ed25519 private key (PEM) to sign the offered manifest.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Certificate chain (PEM) for https.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Private key (PEM) for https.")
+@click.option("--admin", is_flag=True, help="Enable /v1/admin/faults to change fault injection live.")
+@click.option("--fail-rate", type=float, default=0.0, help="Share of event batches answered 500.")
+@click.option("--drop-rate", type=float, default=0.0, help="Share of event batches whose connection is dropped.")
+@click.option("--slow-rate", type=float, default=0.0, help="Share of event batches answered slowly.")
+@click.option("--slow-s", type=float, default=2.0, show_default=True, help="Delay of a slow answer.")
+@click.option("--seed", type=int, help="Seed of the fault injection.")
+def sync_server(port, host, data_dir, token_file, bundle, signing_key, tls_cert, tls_key, admin,
+                fail_rate, drop_rate, slow_rate, slow_s, seed) -> None:
+    """Run the reference sync server: stores device events, offers a bundle."""
+    faults = Faults(error_rate=fail_rate, drop_rate=drop_rate, slow_rate=slow_rate, slow_s=slow_s)
+    config = ServerConfig(data_dir=data_dir, token=read_token_file(token_file), host=host, port=port,
+                          bundle=bundle, signing_key=signing_key, tls_cert=tls_cert, tls_key=tls_key,
+                          admin=admin, seed=seed, faults=faults)
+    serve(config)
