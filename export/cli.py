@@ -5,7 +5,7 @@ import json
 
 import click
 
-from shelfsight.cli import progress_disabled
+from shelfsight.console import progress_disabled
 
 
 @click.command()

@@ -34,6 +34,7 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked size limit for a transported bundle
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -91,7 +92,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         BundleError: missing manifest or file, size or sha256 mismatch, unknown schema.
     """
     root = Path(path)
-    if root.is_file() and root.name.endswith((".tar.gz", ".tgz")):
+    if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
         root = unpack_archive(root, Path(tempfile.mkdtemp(prefix="shelfsight-bundle-")))
     if not root.is_dir():
         raise BundleError(f"bundle {path} not found (expected a directory or .tar.gz)")

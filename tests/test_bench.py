@@ -23,7 +23,7 @@ from shelfsight.tools.bench.runner import (SCHEMA, SCHEMA_VERSION, SLICE_REWARM,
 from shelfsight.tools.bench.device import cpu_model, device_fingerprint, thermal_zones
 from shelfsight.tools.bench.report import text_report
 from shelfsight.tools.bench.stats import TimingOptions, latency_stats, time_calls
-from shelfsight.tools.bench.targets import Target, open_target, synthetic_inputs, variant_paths
+from shelfsight.tools.bench.targets import BenchTarget, open_bench_target, synthetic_inputs, variant_paths
 from shelfsight.tools.bench.results_table import END, START, load_report, replace_section, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +144,8 @@ def test_fingerprint_has_every_field():
 
 # ---- peers that are not there ---------------------------------------------------------
 
-def _dummy_target(tmp_path: Path) -> Target:
-    return Target("dummy", tmp_path / "m.tflite", "tflite", tmp_path / "m.tflite", None, "unknown", (SIZE, SIZE),
+def _dummy_target(tmp_path: Path) -> BenchTarget:
+    return BenchTarget("dummy", tmp_path / "m.tflite", "tflite", tmp_path / "m.tflite", None, "unknown", (SIZE, SIZE),
                   "uint8", 3)
 
 
@@ -242,10 +242,10 @@ def test_ratios_pair_runs_at_equal_threads_and_check_the_mediapipe_target():
 
 def test_targets_that_are_not_models(tmp_path):
     with pytest.raises(ConfigError, match="target .*absent not found"):
-        open_target(tmp_path / "absent")
+        open_bench_target(tmp_path / "absent")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="expected a bundle directory .* or a .tflite file"):
-        open_target(tmp_path / "notes.txt")
+        open_bench_target(tmp_path / "notes.txt")
     with pytest.raises(ConfigError, match="no bundle in it"):
         variant_paths(tmp_path)
 
@@ -331,7 +331,7 @@ def test_report_on_a_tiny_bundle_with_accuracy_and_search(tiny_bundle, tmp_path)
     bundle = tmp_path / "tiny-int8"
     shutil.copytree(tiny_bundle, bundle)
     build_index(bundle, SAMPLE, backend="exact", progress=False)
-    report = run_bench([open_target(bundle)], replace(QUICK, data=SAMPLE, rounds=2))
+    report = run_bench([open_bench_target(bundle)], replace(QUICK, data=SAMPLE, rounds=2))
     _check_schema(report)
     json.dumps(report, allow_nan=False)
     target = report["targets"][0]
@@ -360,7 +360,7 @@ def test_report_on_a_tiny_bundle_with_accuracy_and_search(tiny_bundle, tmp_path)
 
 @pytest.mark.slow
 def test_compare_runs_every_peer_or_says_why_not(tiny_bundle):
-    report = run_bench([open_target(tiny_bundle / "model.tflite")],
+    report = run_bench([open_bench_target(tiny_bundle / "model.tflite")],
                        replace(QUICK, compare=("mediapipe", "onnxruntime", "tflite")))
     _check_schema(report)
     target = report["targets"][0]
@@ -392,7 +392,7 @@ sys.meta_path.insert(0, Block())
 def test_bench_command_and_worker_run_with_tensorflow_blocked(tiny_bundle, tmp_path):
     script = BLOCKER + """
 import json, sys
-from shelfsight.cli import main
+from shelfsight.app.cli import main
 from shelfsight.tools.bench.worker import measure
 try:
     main(sys.argv[1:-1])
@@ -418,7 +418,7 @@ print(json.dumps({"heavy": heavy, "ok": result["ok"]}))
 
 @pytest.mark.slow
 def test_cli_prints_json_and_user_errors_in_one_line(tiny_bundle, tmp_path):
-    from shelfsight.cli import cli
+    from shelfsight.app.cli import cli
 
     runner = CliRunner()
     result = runner.invoke(cli, ["bench", str(tiny_bundle), "--threads", "1", "--min-time", "0", "--warmup", "0",

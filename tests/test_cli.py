@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from shelfsight.cli import COMMANDS
+from shelfsight.app.cli import COMMANDS
 
 
 def shelfsight(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

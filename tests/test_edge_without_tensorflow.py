@@ -48,7 +48,7 @@ def test_edge_classifies_with_tensorflow_blocked(int8_bundle, sample_data):
 
 def test_cli_device_commands_import_without_tensorflow():
     script = BLOCKER + """
-from shelfsight.cli import cli, COMMANDS
+from shelfsight.app.cli import cli, COMMANDS
 import importlib
 for name in ("classify", "run"):
     module, attr = COMMANDS[name].split(":")

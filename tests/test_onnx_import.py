@@ -315,7 +315,7 @@ def test_a_conversion_that_does_not_reproduce_the_onnx_model_is_not_shipped(tmp_
 
 @pytest.mark.slow
 def test_int8_import_through_the_cli_takes_uint8_pixels_and_agrees(tmp_path, calib, labels, capsys):
-    from shelfsight.cli import main
+    from shelfsight.app.cli import main
     from shelfsight.edge.runtime.recognizer import Recognizer
 
     model = tiny_cnn(tmp_path / "probs64.onnx", size=None, softmax_end=True, seed=3)

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from shelfsight.cli import main
+from shelfsight.app.cli import main
 from shelfsight.edge.sync.outbox import Outbox
 from shelfsight.tools.server.faults import free_port
 

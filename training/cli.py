@@ -5,7 +5,7 @@ import json
 
 import click
 
-from shelfsight.cli import progress_disabled
+from shelfsight.console import progress_disabled
 
 BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
                   "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")

@@ -4,10 +4,11 @@
 frame into a `Recognition` (top-k classes and similar catalog items), `ReloadableRecognizer`
 swaps bundles while a camera loop runs, and `postprocess` holds the plain-numpy functions.
 """
+from .batch import predict_tflite
 from .interpreter import TFLiteModel, load_runtime
 from .postprocess import Prediction, Recognition, top_k
 from .recognizer import Recognizer, health_check
 from .reload import ReloadableRecognizer
 
 __all__ = ["Prediction", "Recognition", "Recognizer", "ReloadableRecognizer", "TFLiteModel", "health_check",
-           "load_runtime", "top_k"]
+           "load_runtime", "predict_tflite", "top_k"]

@@ -215,7 +215,7 @@ def onnx_reference(model, image: ImageInput, heads: Heads, norm: InputNormalizat
 def tflite_agreement(model_path: Path, images: np.ndarray, ref_scores: np.ndarray,
                      ref_embedding: np.ndarray) -> Agreement:
     """Run ``model_path`` through the edge interpreter and compare with the ONNX reference."""
-    from shelfsight.evaluation import predict_tflite
+    from shelfsight.edge.runtime import predict_tflite
 
     scores, embedding = predict_tflite(model_path, images, threads=1)
     return agreement(ref_scores, ref_embedding, scores, embedding)

@@ -12,7 +12,7 @@ from .options import RUNTIMES, BenchOptions, parse_threads
 from .report import text_report
 from .runner import run_bench, write_outputs
 from .stats import TimingOptions
-from .targets import open_targets, variant_paths
+from .targets import open_bench_targets, variant_paths
 
 
 @click.command("bench")
@@ -44,7 +44,7 @@ def bench(targets: tuple[Path, ...], variants: Path | None, threads: str | None,
         raise click.UsageError("give at least one TARGET (bundle dir, .tar.gz or .tflite) or --variants DIR")
     options = BenchOptions(parse_threads(threads), TimingOptions(min_time, warmup, min_runs), input_count, data,
                            split, peers.parse_compare(compare), runtime, rounds)
-    opened = open_targets(paths)
+    opened = open_bench_targets(paths)
     say = (lambda line: click.echo(line, err=True))
     report = run_bench(opened, options, out / "onnx" if out is not None else None, say)
     if out is not None:

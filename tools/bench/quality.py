@@ -1,6 +1,6 @@
 """Accuracy and search quality of a bundle for `shelfsight bench --data`, through the edge runtime.
 
-Top-1/top-5 come from `shelfsight.evaluation.evaluate` (the metrics `shelfsight eval`
+Top-1/top-5 come from `shelfsight.app.evaluation.evaluate` (the metrics `shelfsight eval`
 reports); search recall@k is measured on the bundle's own catalog index. A bare .tflite
 has no labels or preprocessing, so it gets neither.
 """
@@ -9,17 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .targets import Target
+from .targets import BenchTarget
 
 SEARCH_KS = (1, 5)
 
 
-def accuracy(target: Target, data: Path, split: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Top-1/top-5 through the edge runtime (shelfsight.evaluation) and, with an index,
+def accuracy(target: BenchTarget, data: Path, split: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Top-1/top-5 through the edge runtime (shelfsight.app.evaluation) and, with an index,
     search recall@k. (None, None) for a bare .tflite (no labels or preprocessing)."""
     if target.bundle is None:
         return None, None
-    from shelfsight.evaluation import evaluate
+    from shelfsight.app.evaluation import evaluate
 
     r = evaluate(target.bundle.root, data, split, progress=False)
     acc = {"data": str(data), "split": split, "samples": r["samples"], "top1": r["top1"], "top5": r["top5"],
@@ -29,12 +29,12 @@ def accuracy(target: Target, data: Path, split: str) -> tuple[dict[str, Any] | N
     return acc, search_recall(target, data, split)
 
 
-def search_recall(target: Target, data: Path, split: str) -> dict[str, Any]:
+def search_recall(target: BenchTarget, data: Path, split: str) -> dict[str, Any]:
     """Share of the split's images whose true label is among the labels of the first k
     catalog matches (hit rate at k), searching the bundle's own index."""
     from shelfsight.datasets import load_dataset, load_images
     from shelfsight.edge.catalog.search import CatalogIndex, hit_rate_at_k
-    from shelfsight.evaluation import predict_tflite
+    from shelfsight.edge.runtime import predict_tflite
 
     bundle = target.bundle
     loaded = load_images(load_dataset(data, split).samples, bundle.preprocess, bundle.labels, progress=False)

@@ -48,7 +48,7 @@ only ever added within a schema version::
       conversions {onnx: {ok, source ("tf2onnx"|"user"), file, tf2onnx, opset, seconds,
                   bytes, max_abs_diff_scores, top1_agreement} or {ok false, error}}
       accuracy    null or {data, split, samples, top1, top5, macro_f1, coarse_top1,
-                  skipped_images}  (bundles with --data, via shelfsight.evaluation)
+                  skipped_images}  (bundles with --data, via shelfsight.app.evaluation)
       search      null or {queries, recall_at_k {"1", "5"}, definition}  (bundles with an index)
       skipped[]   backend, threads, reason (not installed, or failed: one line)
 
@@ -75,7 +75,7 @@ from .options import BenchOptions
 from .quality import accuracy
 from .report import markdown_report, plot_accuracy, plot_latency
 from .stats import latency_stats
-from .targets import Target, data_inputs, synthetic_inputs
+from .targets import BenchTarget, data_inputs, synthetic_inputs
 
 SCHEMA, SCHEMA_VERSION = "shelfsight.bench", 1
 SLICE_REWARM = 2  # untimed calls before each later slice: caches are cold after other workers ran
@@ -166,7 +166,7 @@ class Bench:
     def __init__(self, options: BenchOptions, work: Path, onnx_dir: Path, say: Callable[[str], None]):
         self.options, self.work, self.onnx_dir, self.say = options, work, onnx_dir, say
 
-    def request(self, target: Target, inputs: Path, **extra: Any) -> dict[str, Any]:
+    def request(self, target: BenchTarget, inputs: Path, **extra: Any) -> dict[str, Any]:
         return {"model": str(target.model), "inputs": str(inputs), "scores_size": target.scores_size,
                 "scores_head": target.scores_head, "runtime": self.options.runtime, **extra}
 
@@ -176,7 +176,7 @@ class Bench:
         return {"cmd": "time", "min_time": t.min_time / rounds, "min_runs": -(-t.min_runs // rounds),
                 "warmup": t.warmup if round_no == 0 else SLICE_REWARM}
 
-    def measure(self, target: Target) -> dict[str, Any]:
+    def measure(self, target: BenchTarget) -> dict[str, Any]:
         o = self.options
         inputs = (data_inputs(target, o.data, o.split, o.input_count) if o.data is not None
                   else synthetic_inputs(target.input_size, o.input_count))
@@ -210,7 +210,7 @@ class Bench:
                 "mediapipe_target": goal, "conversions": conversions, "accuracy": acc, "search": search,
                 "skipped": [s.to_dict() for s in skipped]}
 
-    def _failed(self, target: Target, job: Job, error: str, skipped: list[peers.Skip]) -> None:
+    def _failed(self, target: BenchTarget, job: Job, error: str, skipped: list[peers.Skip]) -> None:
         where = f"{job.backend} {job.mode}, " + ("default threads" if job.threads is None
                                                   else f"{job.threads} thread(s)")
         if job.backend == "shelfsight":
@@ -218,7 +218,7 @@ class Bench:
         skipped.append(peers.Skip(job.backend, f"failed: {error}", job.threads))
         self.say(f"[{target.name}] {where} failed: {error}")
 
-    def _run(self, target: Target, jobs: list[Job], skipped: list[peers.Skip]) -> dict[Job, dict[str, Any]]:
+    def _run(self, target: BenchTarget, jobs: list[Job], skipped: list[peers.Skip]) -> dict[Job, dict[str, Any]]:
         live: dict[Job, peers.WorkerProcess] = {}
         slices: dict[Job, list[dict[str, Any]]] = {}
         results: dict[Job, dict[str, Any]] = {}
@@ -256,19 +256,19 @@ class Bench:
                 worker.close()
         return results
 
-    def _own_jobs(self, target: Target, inputs: Path) -> list[Job]:
+    def _own_jobs(self, target: BenchTarget, inputs: Path) -> list[Job]:
         modes = ("invoke", "frame") if target.bundle is not None else ("invoke",)
         bundle = str(target.bundle.root) if target.bundle else None
         return [Job("shelfsight", mode, threads, target.model, tuple(peers.worker_command()),
                     self.request(target, inputs, backend="shelfsight", threads=threads, mode=mode, bundle=bundle))
                 for threads in self.options.threads for mode in modes]
 
-    def _worker_jobs(self, target: Target, backend: str, model: Path, inputs: Path) -> list[Job]:
+    def _worker_jobs(self, target: BenchTarget, backend: str, model: Path, inputs: Path) -> list[Job]:
         return [Job(backend, "invoke", threads, model, tuple(peers.worker_command()),
                     self.request(target, inputs, backend=backend, threads=threads, model=str(model)))
                 for threads in self.options.threads]
 
-    def _peer_onnxruntime(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
+    def _peer_onnxruntime(self, target: BenchTarget, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         onnx, why = peers.onnx_source(target.model)
         if onnx is not None:
             conversions["onnx"] = {"ok": True, "source": "user", "file": str(onnx)}
@@ -287,7 +287,7 @@ class Bench:
             return []
         return self._worker_jobs(target, "onnxruntime", onnx, inputs)
 
-    def _peer_tflite(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
+    def _peer_tflite(self, target: BenchTarget, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         missing = peers.module_missing("tflite")
         if missing:
             skipped.append(peers.Skip("tflite", missing))
@@ -295,7 +295,7 @@ class Bench:
             return []
         return self._worker_jobs(target, "tflite", target.model, inputs)
 
-    def _peer_mediapipe(self, target: Target, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
+    def _peer_mediapipe(self, target: BenchTarget, inputs: Path, skipped: list, conversions: dict) -> list[Job]:
         python, why = peers.mediapipe_python()
         if python is None:
             skipped.append(peers.Skip("mediapipe", why))
@@ -309,7 +309,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def run_bench(targets: list[Target], options: BenchOptions, onnx_dir: Path | None = None,
+def run_bench(targets: list[BenchTarget], options: BenchOptions, onnx_dir: Path | None = None,
               say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Measure every target and return the report (see the module docstring for its schema).
 

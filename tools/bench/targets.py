@@ -16,16 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from shelfsight.bundle import MANIFEST, Bundle, load_bundle
+from shelfsight.bundle import ARCHIVE_SUFFIXES, MANIFEST, Bundle, load_bundle
 from shelfsight.errors import BundleError, ConfigError, DatasetError
 from shelfsight.preprocess import PreprocessSpec
-
-ARCHIVES = (".tar.gz", ".tgz")
+from shelfsight.target import is_bundle
 
 
 @dataclass(frozen=True)
-class Target:
-    """One model to benchmark.
+class BenchTarget:
+    """One model to benchmark (a bundle, or a bare .tflite: what `shelfsight bench` takes beside bundles).
 
     Attributes:
         name: short unique name for tables and plots.
@@ -78,27 +77,27 @@ def _describe(model: Path) -> tuple[tuple[int, int], str, int, int]:
         m.close()
 
 
-def open_target(path: str | Path, name: str | None = None) -> Target:
-    """A bundle directory, bundle archive or .tflite file as a Target.
+def open_bench_target(path: str | Path, name: str | None = None) -> BenchTarget:
+    """A bundle directory, bundle archive or .tflite file as a BenchTarget.
 
     Raises:
         ConfigError: the path is none of those.
         BundleError, ModelError: a damaged bundle or an unloadable model.
     """
     p = Path(path)
-    if (p.is_dir() and (p / MANIFEST).is_file()) or (p.is_file() and p.name.endswith(ARCHIVES)):
+    if not p.exists():
+        raise ConfigError(f"target {p} not found")
+    if is_bundle(p):
         bundle = load_bundle(p)
         size, dtype, scores, head = _describe(bundle.model_path)
         if scores != len(bundle.labels):
             raise BundleError(f"{p}: model gives {scores} scores for {len(bundle.labels)} labels")
-        default = p.name[: -len(next(a for a in ARCHIVES if p.name.endswith(a)))] if p.is_file() else p.name
-        return Target(name or default, p, "bundle", bundle.model_path, bundle,
-                      str(bundle.manifest["model"].get("quantization", "unknown")), size, dtype, scores, head)
+        default = p.name[: -len(next(a for a in ARCHIVE_SUFFIXES if p.name.endswith(a)))] if p.is_file() else p.name
+        return BenchTarget(name or default, p, "bundle", bundle.model_path, bundle,
+                           str(bundle.manifest["model"].get("quantization", "unknown")), size, dtype, scores, head)
     if p.is_file() and p.suffix == ".tflite":
         size, dtype, scores, head = _describe(p)
-        return Target(name or p.stem, p, "tflite", p, None, "unknown", size, dtype, scores, head)
-    if not p.exists():
-        raise ConfigError(f"target {p} not found")
+        return BenchTarget(name or p.stem, p, "tflite", p, None, "unknown", size, dtype, scores, head)
     raise ConfigError(f"target {p}: expected a bundle directory (with {MANIFEST}), a bundle .tar.gz or a .tflite file")
 
 
@@ -117,14 +116,14 @@ def variant_paths(directory: str | Path) -> list[Path]:
     return found
 
 
-def open_targets(paths: list[str | Path]) -> list[Target]:
+def open_bench_targets(paths: list[str | Path]) -> list[BenchTarget]:
     """Targets with unique names (a repeated name gets its parent directory's name in front)."""
-    targets = [open_target(p) for p in paths]
+    targets = [open_bench_target(p) for p in paths]
     names = [t.name for t in targets]
     out = []
     for t in targets:
         if names.count(t.name) > 1:
-            t = open_target(t.path, f"{t.path.resolve().parent.name}/{t.name}")
+            t = open_bench_target(t.path, f"{t.path.resolve().parent.name}/{t.name}")
         out.append(t)
     if len({t.name for t in out}) != len(out):
         raise ConfigError(f"targets repeat: {', '.join(sorted(str(t.path) for t in out))}")
@@ -150,7 +149,7 @@ def synthetic_inputs(size: tuple[int, int], count: int, seed: int = 0) -> np.nda
     return out
 
 
-def data_inputs(target: Target, data: str | Path, split: str, count: int) -> np.ndarray:
+def data_inputs(target: BenchTarget, data: str | Path, split: str, count: int) -> np.ndarray:
     """Up to ``count`` images of the split, evenly spaced, prepared as the device would.
 
     Raises:

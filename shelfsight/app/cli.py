@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .errors import ShelfsightError
+from shelfsight.errors import ShelfsightError
 
 # name -> "module:attribute" of a click command. Add a line when a command works.
 COMMANDS: dict[str, str] = {
@@ -20,12 +20,12 @@ COMMANDS: dict[str, str] = {
     "sync-server": "shelfsight.tools.server.server:sync_server",
     "sync-keys": "shelfsight.tools.server.keys:sync_keys",
     "train": "shelfsight.training.cli:train",
-    "eval": "shelfsight.eval_cli:eval_command",
+    "eval": "shelfsight.app.eval_cli:eval_command",
     "export": "shelfsight.export.cli:export",
     "import-onnx": "shelfsight.export.onnx.cli:import_onnx_command",
     "classify": "shelfsight.edge.cli.recognize:classify",
     "run": "shelfsight.edge.cli.recognize:run_command",
-    "demo": "shelfsight.demo:demo",
+    "demo": "shelfsight.app.demo:demo",
     "bench": "shelfsight.tools.bench.cli:bench",
     "index": "shelfsight.edge.cli.catalog:index",
     "enroll": "shelfsight.edge.cli.catalog:enroll",
@@ -55,12 +55,6 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = {"quiet": quiet, "verbose": verbose}
-
-
-def progress_disabled() -> bool:
-    """True when the user asked for --quiet (progress bars off)."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .cli import progress_disabled
+from shelfsight.console import progress_disabled
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "grocery-sample"
 
