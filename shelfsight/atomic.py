@@ -2,12 +2,13 @@
 
 A reader (or a power cut) sees the old file or the new one, never half of one. This is the
 project's only implementation; everything that writes a file others read goes through it.
+Temporary files are named ``.NAME.PID.tmp`` beside ``NAME`` (`temp_path`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Callable
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -24,15 +25,32 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_with(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary binary file, then atomically put it at ``path``."""
+def temp_path(path: str | Path) -> Path:
+    """Where the atomic writers put ``path`` while they write it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def publish(done: str | Path, path: str | Path) -> Path:
+    """Rename a complete, already fsynced file ``done`` to ``path`` and make the rename durable."""
+    path = Path(path)
+    os.replace(done, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def write_via(path: str | Path, produce: Callable[[Path], None]) -> Path:
+    """Call ``produce(tmp)`` to create the file at a temporary path (for writers that take a
+    file name, such as Annoy's ``save``), fsync it, then atomically put it at ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        produce(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -41,9 +59,29 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def write_with(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on a temporary binary file, then atomically put it at ``path``."""
+    def produce(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    return write_via(path, produce)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return write_with(path, lambda f: f.write(data))
 
 
 def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def replace_symlink(link: str | Path, target: str | Path) -> None:
+    """Atomically make ``link`` a symlink to ``target`` (relative to the link's folder)."""
+    link = Path(link)
+    tmp = temp_path(link)
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)

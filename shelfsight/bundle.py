@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .errors import BundleError
 from .preprocess import PreprocessSpec
 
@@ -145,9 +145,7 @@ def write_manifest(root: Path, manifest: dict[str, Any], files: list[str] | None
     names = set(files or []) | set(manifest.get("files", {}))
     names |= {manifest["model"]["file"], manifest["labels"]["file"]}
     manifest = dict(manifest, files={n: file_entry(root / n) for n in sorted(names)})
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest
 
 

@@ -8,12 +8,12 @@ opens the same index shares one copy of it in the page cache.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from annoy import AnnoyIndex
 
+from shelfsight.atomic import write_via
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .vectors import cosine_from_angular
@@ -29,7 +29,7 @@ def annoy_node_bytes(dimension: int) -> int:
 def build_annoy(unit_vectors: np.ndarray, n_trees: int, path: Path, seed: int = 0, n_jobs: int = 1) -> int:
     """Build an angular index of (N, D) unit vectors with ids 0..N-1 and save it to ``path``.
 
-    The file is written under a temporary name and renamed, so a reader never sees half a
+    The file is written atomically (`shelfsight.atomic`), so a reader never sees half a
     file. Returns the file size in bytes.
     """
     if n_trees < 1:
@@ -41,12 +41,10 @@ def build_annoy(unit_vectors: np.ndarray, n_trees: int, path: Path, seed: int = 
         index.add_item(i, unit_vectors[i])
     index.build(int(n_trees), n_jobs=int(n_jobs))
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    index.save(str(tmp))
-    index.unload()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write_via(path, lambda tmp: index.save(str(tmp)))
+    finally:
+        index.unload()
     return path.stat().st_size
 
 

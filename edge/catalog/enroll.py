@@ -3,7 +3,7 @@
 The Annoy file is immutable; a product enrolled on the device goes into a small delta
 (``enrolled.npz``: unit vectors, which enrolment each belongs to, and a JSON header with
 the item records, the model sha256 and the dimension). Every change rewrites the one file
-atomically (temporary file, fsync, rename), so a crash leaves the old delta or the new
+atomically (`shelfsight.atomic`), so a crash leaves the old delta or the new
 one, never a mix. Each enrolment has a sequence number; a rebuild that folds the delta
 into a new index records the last number it folded (``folded_through`` in the index
 spec), and entries up to it are ignored from then on, even if the pruned delta was never
@@ -12,13 +12,13 @@ written. The delta is device state: it is not listed in the bundle manifest.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from shelfsight.atomic import write_with
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .items import CatalogItem
@@ -94,12 +94,7 @@ class EnrolledDelta:
                   "dimension": self.dimension,
                   "entries": [{"seq": e.seq, "item": e.item.to_dict(), "vectors": len(e.vectors)}
                               for e in self.entries]}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, header=np.asarray(json.dumps(header)), vectors=self.matrix)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_with(path, lambda f: np.savez(f, header=np.asarray(json.dumps(header)), vectors=self.matrix))
 
     @classmethod
     def load(cls, path: Path) -> "EnrolledDelta | None":

@@ -12,11 +12,11 @@ grouped per item. Item order is fixed once written: the index refers to items by
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from shelfsight.atomic import write_text
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 FORMAT, VERSION = "shelfsight.catalog", 1
@@ -110,15 +110,8 @@ class Catalog:
         return {"format": FORMAT, "version": VERSION, "items": [it.to_dict() for it in self._items]}
 
     def save(self, path: Path) -> None:
-        """Write the catalog as JSON atomically (temporary file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write the catalog as JSON atomically (`shelfsight.atomic`)."""
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Catalog":

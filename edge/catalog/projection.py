@@ -8,12 +8,12 @@ Stored as a small .npz beside the index; its sha256 is recorded in the index spe
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from shelfsight.atomic import write_with
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .vectors import unit_rows
@@ -51,14 +51,8 @@ class Projection:
         return unit_rows(x @ self.components, "projected vectors")
 
     def save(self, path: Path) -> None:
-        """Write the projection as .npz atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, components=self.components, retained=np.float64(self.retained))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write the projection as .npz atomically (`shelfsight.atomic`)."""
+        write_with(path, lambda f: np.savez(f, components=self.components, retained=np.float64(self.retained)))
 
     @classmethod
     def load(cls, path: Path) -> "Projection":

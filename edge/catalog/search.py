@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import threading
 import time
@@ -43,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from shelfsight.atomic import write_text, write_with
 from shelfsight.bundle import MANIFEST, file_entry, sha256_file
 from shelfsight.errors import ConfigError, IndexMismatchError
 
@@ -56,9 +56,12 @@ from .vectors import ExactSearch, unit_rows
 FORMAT, VERSION = "shelfsight.index", 1
 SPEC_FILE, ENROLLED_FILE = "index.json", "enrolled.npz"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# names `_names` gives, and the temporary names they are written under
-_GENERATION_FILE = re.compile(r"(index(\.\d+)?\.ann|index_(rows|vectors)(\.\d+)?\.npy|catalog(\.\d+)?\.json"
-                              r"|pca(\.\d+)?\.npz)(\.\d+trees)?(\.tmp)?")
+# names `_names` gives, and the temporary names they are written under (tuning candidates
+# ``NAME.<n>trees.tmp``, `shelfsight.atomic.temp_path` ``.NAME.<pid>.tmp``, and the
+# ``NAME.tmp`` of earlier versions)
+_GENERATION = (r"(index(\.\d+)?\.ann|index_(rows|vectors)(\.\d+)?\.npy|catalog(\.\d+)?\.json"
+               r"|pca(\.\d+)?\.npz)")
+_GENERATION_FILE = re.compile(rf"{_GENERATION}(\.\d+trees)?(\.tmp)?|\.{_GENERATION}(\.\d+trees)?\.\d+\.tmp")
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ class CatalogIndex:
         """Fold the enrolled items into a new index generation and swap it in.
 
         New files are written beside the current ones; the spec is replaced last
-        (os.replace), then files of older generations are removed unless the bundle's
+        (atomically), then files of older generations are removed unless the bundle's
         manifest.json lists them (so the bundle still verifies; processes that have them
         mapped keep reading them). Queries keep using the old index until the swap; items
         enrolled meanwhile stay in the delta. A caller that rewrites the manifest with the
@@ -486,12 +489,7 @@ def _row_positions(item_ids: Sequence[str], catalog: Catalog, n: int) -> np.ndar
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_with(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def _write_generation(out: Path, generation: int, unit: np.ndarray, rows: np.ndarray, catalog: Catalog,
@@ -557,13 +555,7 @@ def _spec(report: TuningReport, generation: int, names: dict[str, str], checksum
 
 def _commit_spec(out: Path, spec: dict[str, Any]) -> None:
     """Write the spec atomically (the commit point), then remove files no longer used."""
-    tmp = out / (SPEC_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(spec, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / SPEC_FILE)
+    write_text(out / SPEC_FILE, json.dumps(spec, indent=1) + "\n")
     _remove_unused(out, spec)
 
 

@@ -17,7 +17,6 @@ All of it is recorded in `TuningReport` (the index spec's "tuning" section).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from shelfsight.atomic import publish
 from shelfsight.errors import ConfigError
 
 from .ann import AnnoyBackend, annoy_node_bytes, build_annoy
@@ -335,7 +335,7 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
         _remove(_candidate(path, best.n_trees))
         return report("exact", f"exact: Annoy is no faster: {timing}", best, **measured)
     if len(tuning_vectors) == n:
-        os.replace(_candidate(path, best.n_trees), path)
+        publish(_candidate(path, best.n_trees), path)
         size, build_seconds = best.index_bytes, best.build_seconds
     else:  # the held-out sample goes back in: build the chosen setting over every vector
         _remove(_candidate(path, best.n_trees))

@@ -8,18 +8,18 @@ Layout of a store directory::
     staging/<bundle_id>/    downloads in progress (resumable)
     state.json              bundle ids refused after a failed health check, and why
 
-Switching replaces the ``current`` symlink with ``os.replace``, so a reader (or a power
+Switching replaces the ``current`` symlink atomically (`shelfsight.atomic`), so a reader (or a power
 cut) sees either the old or the new bundle, never a mix. Readers should resolve
 ``current`` once (`BundleStore.current`) and load from the resolved directory.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
+from shelfsight.atomic import publish, replace_symlink, write_bytes
 from shelfsight.bundle import load_bundle
 from shelfsight.errors import BundleError, ConfigError
 
@@ -89,7 +89,7 @@ class BundleStore:
     def mark_refused(self, bundle_id: str, reason: str) -> None:
         refused = self.refused()
         refused[bundle_id] = reason
-        _write_atomic(self.root / "state.json", json.dumps({"refused": refused}, indent=2).encode())
+        write_bytes(self.root / "state.json", json.dumps({"refused": refused}, indent=2).encode())
 
     # -- changing ----------------------------------------------------------------------
     def add_version(self, bundle_dir: Path, bundle_id: str) -> Path:
@@ -97,8 +97,7 @@ class BundleStore:
         target = self.version_dir(bundle_id)
         if target.exists():
             shutil.rmtree(target)
-        os.replace(bundle_dir, target)
-        _fsync_dir(self.versions)
+        publish(bundle_dir, target)
         return target
 
     def install(self, source: str | Path) -> Path:
@@ -124,17 +123,17 @@ class BundleStore:
         if old == bundle_id:
             return
         if old is not None:
-            _point(self.root / PREVIOUS, Path("versions") / old)
-        _point(self.root / CURRENT, Path("versions") / bundle_id)
+            replace_symlink(self.root / PREVIOUS, Path("versions") / old)
+        replace_symlink(self.root / CURRENT, Path("versions") / bundle_id)
 
     def rollback(self) -> str:
         """Make ``previous`` current again; returns its id. Raises BundleError without one."""
         previous, current = self.previous, self.current_id
         if previous is None:
             raise BundleError(f"{self.root}: no previous bundle to roll back to")
-        _point(self.root / CURRENT, Path("versions") / previous.name)
+        replace_symlink(self.root / CURRENT, Path("versions") / previous.name)
         if current is not None and current != previous.name:
-            _point(self.root / PREVIOUS, Path("versions") / current)
+            replace_symlink(self.root / PREVIOUS, Path("versions") / current)
         return previous.name
 
     def links(self) -> tuple[str | None, str | None]:
@@ -148,7 +147,7 @@ class BundleStore:
             if bundle_id is None:
                 (self.root / name).unlink(missing_ok=True)
             else:
-                _point(self.root / name, Path("versions") / check_bundle_id(bundle_id))
+                replace_symlink(self.root / name, Path("versions") / check_bundle_id(bundle_id))
 
     def prune(self) -> list[str]:
         """Delete versions other than current and previous beyond ``keep_versions``,
@@ -167,29 +166,3 @@ class BundleStore:
         shutil.rmtree(self.staging_dir(bundle_id), ignore_errors=True)
 
 
-def _point(link: Path, target: Path) -> None:
-    """Atomically make ``link`` a symlink to ``target`` (relative to the link's folder)."""
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    _fsync_dir(link.parent)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,6 +12,8 @@ from pathlib import Path
 import requests
 import urllib3
 
+from shelfsight.atomic import publish
+
 from .http import SyncError, SyncSession
 
 CHUNK = 256 * 1024
@@ -47,7 +49,7 @@ def fetch_resumable(session: SyncSession, url: str, dest: Path, expected_size: i
         part.unlink()
         offset = 0
     if expected_size is not None and offset == expected_size:
-        os.replace(part, dest)
+        publish(part, dest)
         return 0
     headers = {"Accept-Encoding": "identity"}
     if offset:
@@ -74,7 +76,7 @@ def fetch_resumable(session: SyncSession, url: str, dest: Path, expected_size: i
     size = part.stat().st_size
     if expected_size is not None and size != expected_size:
         raise DownloadError(f"GET {url}: {size} of {expected_size} bytes arrived; will resume")
-    os.replace(part, dest)
+    publish(part, dest)
     return received
 
 

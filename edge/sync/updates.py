@@ -36,6 +36,7 @@ from urllib.parse import quote, urljoin
 
 import requests
 
+from shelfsight.atomic import write_bytes
 from shelfsight.bundle import MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, load_bundle, unpack_archive
 from shelfsight.errors import BundleError, ConfigError
 from .bundle_store import BundleStore, check_bundle_id
@@ -291,7 +292,7 @@ class Updater:
             for name, entry in offer.manifest["files"].items():
                 fetch_resumable(self.session, self.options.files_url + quote(name), staging / name,
                                 int(entry["size"]), limit)
-            (staging / MANIFEST).write_bytes(offer.raw)
+            write_bytes(staging / MANIFEST, offer.raw)
             return staging
         archive = staging / offer.archive
         fetch_resumable(self.session, self.options.files_url + quote(offer.archive), archive,

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from shelfsight.atomic import write_via
+
 OPSET = 17
 
 
@@ -59,9 +61,7 @@ def convert(model: Path, out: Path, opset: int = OPSET) -> dict[str, Any]:
     proto, _ = tf2onnx.convert.from_tflite(str(model), opset=opset)
     rename_outputs(proto, signature_names(model))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, out)
+    write_via(out, lambda tmp: onnx.save(proto, str(tmp)))
     return {"tf2onnx": tf2onnx.__version__, "opset": opset, "seconds": time.perf_counter() - t0,
             "bytes": out.stat().st_size}
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from shelfsight.atomic import write_text
 from shelfsight.errors import ConfigError
 
 from .runner import SCHEMA, SCHEMA_VERSION
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             raise ConfigError(f"{args.readme}: {e.strerror or e}") from None
         new = replace_section(text, block)
-        tmp = args.readme.with_name(args.readme.name + ".tmp")
-        tmp.write_text(new, encoding="utf-8")
-        os.replace(tmp, args.readme)
+        write_text(args.readme, new)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
