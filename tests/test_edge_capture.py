@@ -10,7 +10,8 @@ import cv2
 import pytest
 
 from edge_fakes import ColourRecognizer, FlakySource, colour_frame
-from shelfsight.edge.pipeline.capture import BackoffOptions, LatestFrameCapture, Reopen
+from shelfsight.backoff import BackoffOptions
+from shelfsight.edge.pipeline.capture import LatestFrameCapture, Reopen
 from shelfsight.edge.pipeline.sources import ArraySource, open_source
 from shelfsight.errors import ConfigError, SourceError
 

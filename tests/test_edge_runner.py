@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge_fakes import ColourRecognizer, FlakySource, colour_frame
-from shelfsight.edge.pipeline.capture import BackoffOptions
+from shelfsight.backoff import BackoffOptions
 from shelfsight.edge.pipeline.health import Health
 from shelfsight.edge.pipeline.quality import Roi
 from shelfsight.edge.pipeline.runner import Preview, RunOptions, annotate, run

@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from shelfsight.edge.sync.outbox import Outbox, OutboxOptions
-from shelfsight.edge.sync.http import (AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, check_url,
-                                       read_token)
+from shelfsight.backoff import Backoff, BackoffOptions
+from shelfsight.edge.sync.http import AuthError, HttpOptions, SyncError, check_url, read_token
 from shelfsight.edge.sync.uploader import UploadOptions, Uploader, parse_answer
 from shelfsight.errors import ConfigError
 from shelfsight.tools.server import Faults
@@ -27,7 +27,7 @@ def uploader(tmp_path, endpoint: str, token: str = TOKEN, batch: int = 100, read
     http = HttpOptions(token_file=token_file(tmp_path, token), read_timeout_s=read_timeout_s,
                        connect_timeout_s=1.0, ca_bundle=ca_bundle, device_id="dev-1")
     options = UploadOptions(endpoint=endpoint, http=http, batch_events=batch, idle_s=0.02,
-                            backoff=BackoffOptions(base_s=0.02, max_s=0.2))
+                            backoff=BackoffOptions.for_retries(initial_s=0.02, max_s=0.2))
     return Uploader(outbox, options, backoff=Backoff(options.backoff, random.Random(0)))
 
 
@@ -141,15 +141,15 @@ def test_parse_answer_keeps_to_the_batch():
 
 
 def test_backoff_full_jitter_bounds():
-    backoff = Backoff(BackoffOptions(base_s=0.5, max_s=4.0), random.Random(3))
+    backoff = Backoff(BackoffOptions.for_retries(initial_s=0.5, max_s=4.0), random.Random(3))
     delays = [backoff.next_delay() for _ in range(8)]
     caps = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
     assert all(0.0 <= d <= c for d, c in zip(delays, caps))
     assert len(set(delays)) == 8  # jittered, not a fixed ladder
     backoff.reset()
     assert backoff.attempt == 0 and backoff.next_delay() <= 0.5
-    with pytest.raises(ConfigError, match="0 < base_s <= max_s, got base 5, max 1"):
-        BackoffOptions(base_s=5, max_s=1)
+    with pytest.raises(ConfigError, match=r"max_s must be >= initial_s \(5\), got 1"):
+        BackoffOptions.for_retries(initial_s=5, max_s=1)
 
 
 def test_urls_and_tokens(tmp_path, monkeypatch):

@@ -18,34 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from shelfsight.errors import ConfigError, SourceError
+from shelfsight.backoff import BackoffOptions
+from shelfsight.errors import SourceError
 
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BackoffOptions:
-    """Delays between reopen attempts: initial_s, then times factor, capped at max_s."""
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not self.initial_s > 0:
-            raise ConfigError(f"backoff initial_s must be > 0 seconds, got {self.initial_s}")
-        if not self.max_s >= self.initial_s:
-            raise ConfigError(f"backoff max_s must be >= initial_s ({self.initial_s}), got {self.max_s}")
-        if not self.factor >= 1:
-            raise ConfigError(f"backoff factor must be >= 1, got {self.factor}")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before reopen attempt `attempt` (1-based)."""
-        if attempt < 1:
-            raise ValueError(f"attempt is 1-based, got {attempt}")
-        return min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from typing import Iterator, Mapping, Protocol, Sequence
 import cv2
 import numpy as np
 
+from shelfsight.backoff import BackoffOptions
 from shelfsight.errors import ConfigError
 
-from .capture import BackoffOptions, LatestFrameCapture, Reopen
+from .capture import LatestFrameCapture, Reopen
 from .events import RecognitionLike, build_event
 from .health import Health
 from .quality import QualityOptions, Roi, check_quality, crop

@@ -2,14 +2,13 @@
 
 One place decides how the device talks to the sync server: the bearer token (from a
 file or an environment variable), TLS verification (always on; a custom CA bundle is
-allowed), plain http only for loopback unless asked for, timeouts, and the retry delay
-(exponential backoff with full jitter).
+allowed), plain http only for loopback unless asked for, and timeouts. The retry delays
+are `shelfsight.backoff.BackoffOptions.for_retries` (exponential backoff with full jitter).
 """
 from __future__ import annotations
 
 import ipaddress
 import os
-import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,32 +139,3 @@ class SyncSession:
 
     def close(self) -> None:
         self._session.close()
-
-
-@dataclass(frozen=True)
-class BackoffOptions:
-    """Retry delays: attempt n waits uniform(0, min(max_s, base_s * 2**n)) ("full jitter")."""
-
-    base_s: float = 0.5
-    max_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.max_s:
-            raise ConfigError(f"backoff needs 0 < base_s <= max_s, got base {self.base_s}, max {self.max_s}")
-
-
-class Backoff:
-    """Exponential backoff with full jitter; ``reset()`` after a success."""
-
-    def __init__(self, options: BackoffOptions | None = None, rng: random.Random | None = None) -> None:
-        self.options = options or BackoffOptions()
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        cap = min(self.options.max_s, self.options.base_s * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return self._rng.uniform(0.0, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import requests
 
+from shelfsight.backoff import Backoff, BackoffOptions
 from shelfsight.errors import ConfigError
 from .outbox import Outbox
-from .http import AuthError, Backoff, BackoffOptions, HttpOptions, SyncError, SyncSession, check_url
+from .http import AuthError, HttpOptions, SyncError, SyncSession, check_url
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class UploadOptions:
     batch_events: int = 500
     batch_bytes: int = 1024**2
     idle_s: float = 0.5
-    backoff: BackoffOptions = field(default_factory=BackoffOptions)
+    backoff: BackoffOptions = field(default_factory=BackoffOptions.for_retries)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", check_url(self.endpoint, self.http.allow_http))

@@ -118,7 +118,8 @@ def run_device(outbox_path: Path, endpoint: str, token_file: Path, events: int, 
     """Produce events ``[committed .. events)`` into the outbox while uploading; return
     once all are produced and acknowledged."""
     from shelfsight.edge.sync.outbox import Outbox
-    from shelfsight.edge.sync.http import BackoffOptions, HttpOptions
+    from shelfsight.backoff import BackoffOptions
+    from shelfsight.edge.sync.http import HttpOptions
     from shelfsight.edge.sync.uploader import UploadOptions, Uploader
 
     outbox = Outbox(outbox_path)
@@ -126,7 +127,7 @@ def run_device(outbox_path: Path, endpoint: str, token_file: Path, events: int, 
     http = HttpOptions(token_file=token_file, connect_timeout_s=1.0, read_timeout_s=read_timeout_s,
                        device_id="fault-device")
     options = UploadOptions(endpoint=endpoint, http=http, batch_events=batch_events, idle_s=0.05,
-                            backoff=BackoffOptions(base_s=0.05, max_s=1.0))
+                            backoff=BackoffOptions.for_retries(initial_s=0.05, max_s=1.0))
     uploader = Uploader(outbox, options).start()
     t0 = time.monotonic()
     for i in range(start, events):
