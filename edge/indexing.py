@@ -19,10 +19,11 @@ from shelfsight.bundle import load_bundle, write_manifest
 from shelfsight.datasets import Dataset, Sample, load_dataset
 from shelfsight.errors import DatasetError
 from shelfsight.images import UnreadableImage, read_image
+from shelfsight.metrics import calibrate_threshold, hit_rate_at_k
 
 from .catalog.items import Catalog, CatalogItem
 from .runtime.recognizer import Recognizer
-from .catalog.search import CatalogIndex, calibrate_similarity_threshold
+from .catalog.search import CatalogIndex
 from .catalog.vectors import ExactSearch, unit_rows
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,10 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
     if queries is not None and len(queries):
         truth = [item_id_of(s) for s in val_kept]
         found = index.search_batch(queries, k=5)
-        report["recall_at_1"] = float(np.mean([bool(m) and m[0].item_id == t for m, t in zip(found, truth)]))
-        report["recall_at_5"] = float(np.mean([t in {x.item_id for x in m} for m, t in zip(found, truth)]))
+        hits = hit_rate_at_k([[m.item_id for m in r] for r in found], truth, (1, 5))
+        report["recall_at_1"], report["recall_at_5"] = hits[1], hits[5]
         top = np.array([m[0].similarity if m else -1.0 for m in found])
-        thresholds["unknown_similarity"] = calibrate_similarity_threshold(top, accept_share)
+        thresholds["unknown_similarity"] = calibrate_threshold(top, accept_share)
         report["unknown_similarity"] = thresholds["unknown_similarity"]
         iconic = [i for i, s in enumerate(kept) if s in set(train.catalog)]
         if iconic:
@@ -116,9 +117,6 @@ def _recall_against(vectors: np.ndarray, ids: list[str], queries: np.ndarray, tr
     """Item-level recall@1/@5 of exact search over a subset of catalog vectors."""
     search = ExactSearch(unit_rows(vectors, "subset"))
     hits = search.query_batch(unit_rows(queries, "queries"), min(len(ids), 20))
-    r1, r5 = [], []
-    for (rows, _sims), t in zip(hits, truth):
-        ranked = list(dict.fromkeys(ids[r] for r in rows))
-        r1.append(bool(ranked) and ranked[0] == t)
-        r5.append(t in ranked[:5])
-    return {f"{prefix}recall_at_1": float(np.mean(r1)), f"{prefix}recall_at_5": float(np.mean(r5))}
+    ranked = [list(dict.fromkeys(ids[r] for r in rows)) for rows, _sims in hits]
+    rate = hit_rate_at_k(ranked, truth, (1, 5))
+    return {f"{prefix}recall_at_1": rate[1], f"{prefix}recall_at_5": rate[5]}

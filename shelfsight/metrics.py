@@ -5,10 +5,13 @@ bundle through the edge interpreter.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from .errors import ConfigError
 
 
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
@@ -38,15 +41,44 @@ def per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return precision, recall, f1, support
 
 
-def calibrate_threshold(top_scores: np.ndarray, accept_share: float) -> float:
-    """The score threshold that accepts ``accept_share`` of the given top-1 scores."""
+def calibrate_threshold(scores: Sequence[float] | np.ndarray, accept_share: float) -> float:
+    """The highest threshold that still accepts ``accept_share`` of the given scores.
+
+    Feed it the top-1 class score (or top-1 catalog similarity) of validation images whose
+    answer is known; an image scoring under the threshold is then answered "unknown". Both
+    the class threshold (`classification_report`) and the search threshold
+    (`shelfsight.edge.indexing`) are calibrated here.
+
+    Returns:
+        ``t`` such that at least ``ceil(accept_share * n)`` (and at least one) of the scores are >= t.
+
+    Raises:
+        ConfigError: no scores, non-finite values, or ``accept_share`` not in (0, 1].
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if s.size == 0 or not np.all(np.isfinite(s)):
+        raise ConfigError(f"calibration needs finite scores, got {s.size} values"
+                          + ("" if s.size == 0 else " with NaN or infinity"))
     if not 0.0 < accept_share <= 1.0:
-        raise ValueError(f"accept_share must be in (0, 1], got {accept_share}")
-    if len(top_scores) == 0:
-        return 0.0
-    ranked = np.sort(np.asarray(top_scores, np.float64))
-    rejected = int(np.floor(len(ranked) * (1.0 - accept_share) + 1e-9))  # scores >= threshold are accepted
-    return float(ranked[min(rejected, len(ranked) - 1)])
+        raise ConfigError(f"accept_share {accept_share} must be in (0, 1]")
+    needed = max(1, math.ceil(accept_share * s.size - 1e-9))
+    return float(np.sort(s)[::-1][needed - 1])
+
+
+def hit_rate_at_k(ranked: Sequence[Sequence[Any]], truth: Sequence[Any], ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Share of queries whose true answer is among their first k answers, for each k.
+
+    Args:
+        ranked: each query's answers, best first (item ids, labels, ...).
+        truth: each query's right answer, of the same kind.
+
+    Raises:
+        ConfigError: lengths differ, no queries, or a k < 1.
+    """
+    if len(ranked) != len(truth) or not len(truth) or min(ks, default=0) < 1:
+        raise ConfigError(f"hit_rate_at_k: {len(ranked)} results for {len(truth)} answers, ks {tuple(ks)} "
+                          f"(expected equal non-zero lengths and ks >= 1)")
+    return {k: sum(t in list(r[:k]) for r, t in zip(ranked, truth)) / len(truth) for k in ks}
 
 
 def classification_report(scores: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...] | list[str],
@@ -75,7 +107,8 @@ def classification_report(scores: np.ndarray, y_true: np.ndarray, labels: tuple[
         "per_class": {labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
                                   "f1": float(f1[i]), "support": int(support[i])}
                       for i in range(len(labels)) if support[i] > 0 or cm[:, i].sum() > 0},
-        "unknown_threshold": calibrate_threshold(top1, accept_share),
+        # no samples, no calibration: 0.0 accepts everything (the report says samples: 0)
+        "unknown_threshold": calibrate_threshold(top1, accept_share) if len(top1) else 0.0,
         "unknown_accept_share": accept_share,
         "confusion_matrix": cm.tolist(),
     }

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from shelfsight.errors import ConfigError
 from shelfsight.metrics import calibrate_threshold, classification_report, confusion_matrix, top_k_accuracy
 
 LABELS = ("apple", "banana", "carrot")
@@ -36,5 +37,19 @@ def test_confusion_matrix_counts_and_threshold_edges():
     cm = confusion_matrix(np.array([0, 1, 1]), np.array([1, 1, 1]), 2)
     assert cm.tolist() == [[0, 1], [0, 2]]
     assert calibrate_threshold(np.array([0.9, 0.1]), 1.0) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="accept_share"):
+    with pytest.raises(ConfigError, match="accept_share 0.0 must be in"):
         calibrate_threshold(np.array([0.5]), 0.0)
+
+
+def test_calibrated_threshold_on_known_numbers():
+    """The one calibrator of both the class threshold and the search similarity threshold."""
+    sims = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert calibrate_threshold(sims, 0.9) == pytest.approx(0.2)
+    assert calibrate_threshold(sims, 1.0) == pytest.approx(0.1)
+    assert calibrate_threshold(sims, 0.5) == pytest.approx(0.6)
+    assert calibrate_threshold(sims, 0.25) == pytest.approx(0.8)  # ceil(2.5) = 3 accepted
+    assert calibrate_threshold(np.array([0.7, 0.7, 0.2]), 0.6) == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="accept_share 0 must be in"):
+        calibrate_threshold(sims, 0)
+    with pytest.raises(ConfigError, match="got 0 values"):
+        calibrate_threshold([], 0.9)

@@ -10,10 +10,11 @@ from shelfsight.edge.catalog.ann import AnnoyBackend, annoy_node_bytes, build_an
 from shelfsight.edge.catalog.items import Catalog, CatalogItem
 from shelfsight.edge.catalog.enroll import EnrolledDelta
 from shelfsight.edge.catalog.projection import Projection, fit_projection
-from shelfsight.edge.catalog.search import Match, calibrate_similarity_threshold, hit_rate_at_k
+from shelfsight.edge.catalog.search import Match
 from shelfsight.edge.catalog.tuning import TuningOptions, recall_at_k, recall_lower_bound, tune
 from shelfsight.edge.catalog.vectors import ExactSearch, cosine_from_angular, top_rows, unit_rows
 from shelfsight.errors import ConfigError, IndexMismatchError
+from shelfsight.metrics import hit_rate_at_k
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -66,19 +67,6 @@ def test_recall_at_k_on_known_lists():
     assert recall_lower_bound(np.array([1.0, 0.0] * 50)) == pytest.approx(0.5 - 1.645 * 0.5025 / 10, abs=1e-3)
     with pytest.raises(ConfigError, match="1 result lists for truth of shape"):
         recall_at_k([[1]], truth)
-
-
-def test_calibrated_threshold_on_known_numbers():
-    sims = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    assert calibrate_similarity_threshold(sims, 0.9) == pytest.approx(0.2)
-    assert calibrate_similarity_threshold(sims, 1.0) == pytest.approx(0.1)
-    assert calibrate_similarity_threshold(sims, 0.5) == pytest.approx(0.6)
-    assert calibrate_similarity_threshold(sims, 0.25) == pytest.approx(0.8)  # ceil(2.5) = 3 accepted
-    assert calibrate_similarity_threshold(np.array([0.7, 0.7, 0.2]), 0.6) == pytest.approx(0.7)
-    with pytest.raises(ConfigError, match="accept_share 0 must be in"):
-        calibrate_similarity_threshold(sims, 0)
-    with pytest.raises(ConfigError, match="got 0 values"):
-        calibrate_similarity_threshold([], 0.9)
 
 
 def test_tuning_options_refuse_bad_values():
@@ -192,7 +180,9 @@ def test_enrolled_delta_round_trip(tmp_path):
 def test_hit_rate_at_k_on_known_results():
     a, b, c = (Match(i, "", lab, "", 0.5) for i, lab in (("a", "A"), ("b", "B"), ("c", "A")))
     results = [[a, b], [b, c], [c, a], []]
-    assert hit_rate_at_k(results, ["a", "a", "a", "a"], ks=(1, 2)) == {1: 0.25, 2: 0.5}
-    assert hit_rate_at_k(results, ["A", "A", "A", "A"], ks=(1, 2), key="label") == {1: 0.5, 2: 0.75}
+    ids = [[m.item_id for m in r] for r in results]
+    labels = [[m.label for m in r] for r in results]
+    assert hit_rate_at_k(ids, ["a", "a", "a", "a"], ks=(1, 2)) == {1: 0.25, 2: 0.5}
+    assert hit_rate_at_k(labels, ["A", "A", "A", "A"], ks=(1, 2)) == {1: 0.5, 2: 0.75}
     with pytest.raises(ConfigError, match="4 results for 3 answers"):
-        hit_rate_at_k(results, ["a", "b", "c"])
+        hit_rate_at_k(ids, ["a", "b", "c"])

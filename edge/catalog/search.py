@@ -75,46 +75,6 @@ class Match:
     similarity: float
 
 
-def calibrate_similarity_threshold(similarities: Sequence[float] | np.ndarray, accept_share: float) -> float:
-    """The highest threshold that still accepts ``accept_share`` of the given similarities.
-
-    Feed it the top-1 similarity of validation queries whose answer is in the catalog; a
-    query scoring under the threshold is then answered "unknown".
-
-    Returns:
-        ``t`` such that at least ``ceil(accept_share * n)`` of the similarities are >= t.
-
-    Raises:
-        ConfigError: no similarities, non-finite values, or ``accept_share`` not in (0, 1].
-    """
-    s = np.asarray(similarities, dtype=np.float64).reshape(-1)
-    if s.size == 0 or not np.all(np.isfinite(s)):
-        raise ConfigError(f"calibration needs finite similarities, got {s.size} values"
-                          + ("" if s.size == 0 else " with NaN or infinity"))
-    if not 0.0 < accept_share <= 1.0:
-        raise ConfigError(f"accept_share {accept_share} must be in (0, 1]")
-    needed = math.ceil(accept_share * s.size - 1e-9)
-    return float(np.sort(s)[::-1][needed - 1])
-
-
-def hit_rate_at_k(results: Sequence[Sequence[Match]], truth: Sequence[str], ks: Sequence[int] = (1, 5),
-                  key: str = "item_id") -> dict[int, float]:
-    """Share of queries whose true answer is among the first k matches, for each k.
-
-    Args:
-        results: the matches of each query, best first (as `search_batch` returns them).
-        truth: the right ``item_id`` (or ``label``, with ``key="label"``) of each query.
-
-    Raises:
-        ConfigError: lengths differ, no queries, a k < 1, or an unknown key.
-    """
-    if len(results) != len(truth) or not truth or min(ks, default=0) < 1 or key not in ("item_id", "label", "sku"):
-        raise ConfigError(f"hit_rate_at_k: {len(results)} results for {len(truth)} answers, ks {tuple(ks)}, "
-                          f"key {key!r} (expected equal non-zero lengths, ks >= 1, key item_id/label/sku)")
-    return {k: sum(t in [getattr(m, key) for m in r[:k]] for r, t in zip(results, truth)) / len(truth)
-            for k in ks}
-
-
 def _group_best(rows: np.ndarray, sims: np.ndarray, item_of_row: Callable[[int], str],
                 best: dict[str, float]) -> None:
     """Fold (rows, sims), best first, into ``best``: item_id -> highest similarity."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shelfsight.embeddings import MIN_NORM, l2_normalize
 from shelfsight.errors import ConfigError
 
 _QUERY_CHUNK = 256  # queries per matrix product in batch search: bounds the (B, N) score matrix
@@ -38,11 +39,10 @@ def unit_rows(x: np.ndarray, what: str = "vectors", dim: int | None = None) -> n
         ConfigError: as `as_matrix`, or a row of zero length (it has no direction to search by).
     """
     a = as_matrix(x, what, dim)
-    norms = np.linalg.norm(a, axis=1)
-    zero = np.flatnonzero(norms < 1e-12)
+    zero = np.flatnonzero(np.linalg.norm(a, axis=1) < MIN_NORM)
     if zero.size:
         raise ConfigError(f"{what}: row {int(zero[0])} has zero length; an embedding needs a direction")
-    return np.ascontiguousarray(a / norms[:, None], dtype=np.float32)
+    return np.ascontiguousarray(l2_normalize(a, axis=1), dtype=np.float32)
 
 
 def cosine_from_angular(distance: np.ndarray | float) -> np.ndarray:

@@ -29,17 +29,6 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 5, threshold: floa
     return tuple(Prediction(labels[i], float(scores[i]), int(i)) for i in order if scores[i] >= threshold)
 
 
-def l2_normalize(v: np.ndarray, axis: int = -1) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    n = np.linalg.norm(v, axis=axis, keepdims=True)
-    return v / np.maximum(n, 1e-12)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of vectors a (..., D) and b (..., D)."""
-    return np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
-
-
 @dataclass(frozen=True)
 class Recognition:
     """What one frame showed.

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from shelfsight.bundle import Bundle, load_bundle
+from shelfsight.embeddings import l2_normalize
 from shelfsight.errors import BundleError
 from shelfsight.preprocess import prepare
 
 from .interpreter import TFLiteModel
-from .postprocess import Recognition, l2_normalize, top_k
+from .postprocess import Recognition, top_k
 
 SCORES, EMBEDDING = "scores", "embedding"
 

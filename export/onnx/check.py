@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from shelfsight.embeddings import cosine
+
 # A float32 conversion that differs more than this from onnxruntime is wrong, not imprecise.
 FLOAT_MAX_SCORE_DIFF = 1e-3
 FLOAT_MIN_COSINE = 0.999
@@ -47,11 +49,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def looks_like_probabilities(scores: np.ndarray, tolerance: float = 1e-3) -> bool:
     """True when every row is non-negative and sums to 1 (within ``tolerance``)."""
     return bool(scores.min() >= -tolerance and np.all(np.abs(scores.sum(axis=1) - 1.0) <= tolerance))
@@ -63,8 +60,8 @@ def agreement(ref_scores: np.ndarray, ref_embedding: np.ndarray, scores: np.ndar
     if ref_scores.shape != scores.shape or ref_embedding.shape != embedding.shape:
         raise ValueError(f"shapes differ: scores {ref_scores.shape} vs {scores.shape}, "
                          f"embedding {ref_embedding.shape} vs {embedding.shape}")
-    cosine = np.sum(unit_rows(ref_embedding) * unit_rows(embedding), axis=1)
+    similarity = cosine(ref_embedding, embedding)
     return Agreement(images=len(scores),
                      top1_agreement=float(np.mean(ref_scores.argmax(1) == scores.argmax(1))),
                      max_abs_score_diff=float(np.max(np.abs(ref_scores.astype(np.float64) - scores))),
-                     embedding_cosine_min=float(cosine.min()), embedding_cosine_mean=float(cosine.mean()))
+                     embedding_cosine_min=float(similarity.min()), embedding_cosine_mean=float(similarity.mean()))

@@ -28,6 +28,7 @@ import numpy as np
 
 from shelfsight import bundle as bundle_format
 from shelfsight.datasets import LoadedImages, Sample, load_images
+from shelfsight.embeddings import l2_normalize
 from shelfsight.errors import ConfigError, DatasetError, ModelError
 from shelfsight.images import IMAGE_SUFFIXES, is_image_file
 from shelfsight.preprocess import PreprocessSpec
@@ -35,7 +36,7 @@ from shelfsight.preprocess import PreprocessSpec
 from ..bundle_writer import TRAINING_TOOLS, check_bundle_dir, embed_metadata, model_section, prepare_bundle_dir, \
     tool_versions
 from ..options import QuantizationConfig
-from .check import Agreement, agreement, looks_like_probabilities, softmax, unit_rows
+from .check import Agreement, agreement, looks_like_probabilities, softmax
 from .graph import Heads, ImageInput, image_input, load_onnx, resolve_heads, run_session, with_outputs
 from .options import ImportOptions, InputNormalization
 
@@ -209,7 +210,7 @@ def onnx_reference(model, image: ImageInput, heads: Heads, norm: InputNormalizat
             raise ConfigError(f"tensor {heads.scores!r} already sums to 1 on every calibration image although no "
                               f"Softmax ends the graph; pass --scores-are probabilities (or logits)")
         scores = softmax(scores)
-    return scores, unit_rows(embedding)
+    return scores, l2_normalize(embedding, axis=1)
 
 
 def tflite_agreement(model_path: Path, images: np.ndarray, ref_scores: np.ndarray,

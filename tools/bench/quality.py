@@ -33,7 +33,8 @@ def search_recall(target: BenchTarget, data: Path, split: str) -> dict[str, Any]
     """Share of the split's images whose true label is among the labels of the first k
     catalog matches (hit rate at k), searching the bundle's own index."""
     from shelfsight.datasets import load_dataset, load_images
-    from shelfsight.edge.catalog.search import CatalogIndex, hit_rate_at_k
+    from shelfsight.edge.catalog.search import CatalogIndex
+    from shelfsight.metrics import hit_rate_at_k
     from shelfsight.edge.runtime import predict_tflite
 
     bundle = target.bundle
@@ -42,6 +43,6 @@ def search_recall(target: BenchTarget, data: Path, split: str) -> dict[str, Any]
     with CatalogIndex.load(bundle.root, bundle.model_sha256) as index:
         results = index.search_batch(embeddings, k=max(SEARCH_KS))
     truth = [bundle.labels[i] for i in loaded.label_ids]
-    hits = hit_rate_at_k(results, truth, SEARCH_KS, key="label")
+    hits = hit_rate_at_k([[m.label for m in r] for r in results], truth, SEARCH_KS)
     return {"queries": len(truth), "recall_at_k": {str(k): v for k, v in hits.items()},
             "definition": "share of queries whose true label is among the labels of the first k matches"}
