@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +40,17 @@ def distribution_strategy() -> tf.distribute.Strategy:
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the one process that writes the run (always, unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _set_precision(mode: str) -> str:
@@ -176,8 +189,12 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
         DatasetError: unreadable dataset; ModelError: backbone or weights problems.
     """
     t_start = time.perf_counter()
-    out = Path(out)
+    strategy = distribution_strategy()  # first: multi-worker collectives must be set up before other TF work
+    chief = is_chief(strategy)
+    # Every worker saves (saving may run collectives); only the chief's copy is the run.
+    out = Path(out) if chief else Path(tempfile.mkdtemp(prefix="shelfsight-worker-"))
     out.mkdir(parents=True, exist_ok=True)
+    progress = progress and chief
     keras.utils.set_random_seed(train_options.seed)
     policy = _set_precision(train_options.mixed_precision)
     train_set, tr, va = _load_data(data, train_options, model_options, progress)
@@ -185,7 +202,6 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
     y_tr = _targets(tr, labels, train_options, progress)
     w_tr = augment.sample_weights(tr.label_ids, len(labels), train_options.balance_classes)
 
-    strategy = distribution_strategy()
     with strategy.scope():
         pm = build_model(model_options, len(labels))
     history = {"heads": _fit_heads(pm, tr, va, y_tr, w_tr, train_options, strategy, progress)}
@@ -212,6 +228,8 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
     metrics["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     Run.save_metrics(out, metrics)
     keras.mixed_precision.set_global_policy("float32")
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
     return metrics
 
 

@@ -1,0 +1,114 @@
+"""The training recipe: presets, the learning-rate schedule, the EMA horizon, split-folder
+aliases, and distillation from a cached teacher."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from shelfsight.errors import ConfigError
+
+
+def test_presets_resolve_to_the_documented_options():
+    from shelfsight.training.presets import PRESETS, resolve
+
+    assert sorted(PRESETS) == ["balanced", "best", "fast"]
+    model, train = resolve("balanced", {"backbone": None, "image_size": None}, {"seed": None})
+    assert model == {"backbone": "efficientnet_lite0", "image_size": 224}
+    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0}
+    model, train = resolve("best", {}, {})
+    assert model == {"backbone": "efficientnet_lite2", "image_size": 260}
+    assert train["finetune_epochs"] == 12
+    _, train = resolve("fast", {}, {})
+    assert train == {"finetune_epochs": 4, "finetune_fraction": 1.0, "warmup_epochs": 0.5}
+
+
+def test_flags_given_win_over_the_preset():
+    from shelfsight.training.presets import resolve
+
+    model, train = resolve("fast", {"image_size": 160, "backbone": None}, {"finetune_epochs": 7, "seed": 3})
+    assert model == {"backbone": "efficientnet_lite0", "image_size": 160}
+    assert train == {"finetune_epochs": 7, "finetune_fraction": 1.0, "warmup_epochs": 0.5, "seed": 3}
+    with pytest.raises(ConfigError, match="preset 'slow' unknown, expected one of fast, balanced, best"):
+        resolve("slow", {}, {})
+
+
+def test_default_options_are_the_balanced_recipe():
+    from shelfsight.training.options import ModelOptions, TrainOptions
+
+    t = TrainOptions()
+    assert (t.finetune_epochs, t.finetune_fraction, t.patience, t.ema_momentum, t.catalog_images) == (10, 1.0, 0, 0.99, True)
+    assert ModelOptions().image_size == 224
+    assert ModelOptions(backbone="efficientnet_lite1").image_size == 240
+    assert ModelOptions(backbone="efficientnet_lite2").image_size == 260
+    assert ModelOptions(backbone="efficientnet_lite2", image_size=224).image_size == 224
+    with pytest.raises(ConfigError, match="warm-up 3 epochs out of range 0..2"):
+        TrainOptions(finetune_epochs=2, warmup_epochs=3)
+    with pytest.raises(ConfigError, match="teacher .*nothing: not a training run"):
+        TrainOptions(teacher="/nothing")
+
+
+def test_warmup_then_cosine_schedule():
+    from shelfsight.training.trainer import WarmupCosine
+
+    s = WarmupCosine(1e-3, total_steps=110, warmup_steps=10, alpha=0.05)
+    lr = [float(s(i)) for i in (0, 4, 9, 10, 60, 110, 200)]
+    np.testing.assert_allclose(lr, [1e-4, 5e-4, 1e-3, 1e-3, 1e-3 * (0.05 + 0.95 * 0.5), 5e-5, 5e-5], rtol=1e-5)
+
+
+def test_validation_folder_is_read_as_val(sample_data, tmp_path):
+    from shelfsight.datasets import load_dataset
+    from shelfsight.errors import DatasetError
+
+    root = tmp_path / "keras-style"  # train/ and validation/, as Keras and Roboflow exports have
+    for split, folder in (("train", "train"), ("val", "validation")):
+        for sample in load_dataset(sample_data, split).samples:
+            if sample.label in ("Banana", "Lemon"):
+                dst = root / folder / sample.label / sample.path.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(sample.path, dst)
+    val, train = load_dataset(root, "val"), load_dataset(root, "train")
+    assert val.labels == train.labels == ("Banana", "Lemon")
+    assert {s.path.parent.parent.name for s in val.samples} == {"validation"}
+    assert len(val) == len(list((root / "validation").rglob("*.jpg"))) == 10
+    with pytest.raises(DatasetError, match="no test/, testing/ folder"):
+        load_dataset(root, "test")
+
+
+@pytest.mark.slow
+def test_distillation_lowers_the_students_kl_to_the_teacher(tiny_run, sample_data, tmp_path):
+    """Same data, seed and schedule; only the targets differ (labels vs labels + cached teacher scores)."""
+    from shelfsight.datasets import load_dataset, load_images
+    from shelfsight.preprocess import PreprocessSpec
+    from shelfsight.training.model import load_model, predict
+    from shelfsight.training.options import ModelOptions, TrainOptions
+    from shelfsight.training.trainer import teacher_scores, train
+
+    ds = load_dataset(sample_data, "train")
+    teacher = teacher_scores(tiny_run, ds.samples, ds.labels, progress=False)
+    images = load_images(ds.samples, PreprocessSpec(size=96), ds.labels, progress=False).images
+
+    def kl_after(weight: float) -> float:
+        out = tmp_path / f"student-{weight}"
+        train(sample_data, out, ModelOptions(image_size=96, embedding_dim=32, backbone="mobilenet_v3_small", weights="none"),
+              TrainOptions(head_epochs=30, finetune_epochs=0, teacher=str(tiny_run), distill_weight=weight,
+                           catalog_images=False), progress=False)
+        student, _ = predict(load_model(out / "model.keras"), images)
+        return float(np.mean(np.sum(teacher * (np.log(teacher + 1e-8) - np.log(student + 1e-8)), axis=1)))
+
+    plain, distilled = kl_after(0.0), kl_after(0.9)
+    assert distilled < 0.8 * plain, (plain, distilled)
+    config = json.loads((tmp_path / "student-0.9" / "config.json").read_text())
+    assert config["train"]["teacher"] == str(tiny_run) and config["train"]["distill_weight"] == 0.9
+
+
+@pytest.mark.slow
+def test_teacher_on_other_classes_is_refused(tiny_run, tmp_path):
+    from shelfsight.datasets import Sample
+    from shelfsight.errors import DatasetError
+    from shelfsight.training.trainer import teacher_scores
+
+    with pytest.raises(DatasetError, match="teacher .* has 12 classes that differ from the data's 2"):
+        teacher_scores(tiny_run, [Sample(tmp_path / "a.jpg", "a")], ("a", "b"), progress=False)
