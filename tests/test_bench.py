@@ -22,7 +22,8 @@ from shelfsight.tools.bench.runner import (SCHEMA, SCHEMA_VERSION, SLICE_REWARM,
                                            write_outputs)
 from shelfsight.tools.bench.device import cpu_model, device_fingerprint, thermal_zones
 from shelfsight.tools.bench.report import text_report
-from shelfsight.tools.bench.stats import TimingOptions, latency_stats, time_calls
+from shelfsight.timing import TimingOptions, time_calls
+from shelfsight.tools.bench.stats import latency_stats
 from shelfsight.tools.bench.targets import BenchTarget, open_bench_target, synthetic_inputs, variant_paths
 from shelfsight.tools.bench.results_table import END, START, load_report, replace_section, results_markdown
 

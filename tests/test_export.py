@@ -11,6 +11,11 @@ from shelfsight.errors import BundleError, ConfigError
 
 pytestmark = pytest.mark.slow
 
+# A Keras top-1 that leads top-2 by this much must survive quantization. The tiny model's
+# scores differ between machines (threaded CPU kernels are not deterministic); a lead of 0.1
+# was seen flipped by weight quantization alone, 0.2 never.
+DECIDED = 0.2
+
 
 def _val_images(sample_data, n=12):
     from shelfsight.datasets import load_dataset, load_images
@@ -46,7 +51,7 @@ def test_float_like_modes_agree_with_keras(mode, tiny_run, sample_data, tmp_path
         return
     # fp16 / dynamic range: near-ties of this small model may flip; decided images may not
     ranked = np.sort(k_scores, axis=1)
-    decided = ranked[:, -1] - ranked[:, -2] >= 0.1
+    decided = ranked[:, -1] - ranked[:, -2] >= DECIDED
     np.testing.assert_array_equal(t_scores.argmax(1)[decided], k_scores.argmax(1)[decided])
     assert np.mean(t_scores.argmax(1) == k_scores.argmax(1)) >= 0.75
     assert cos.mean() >= (0.995 if mode == "fp16" else 0.95), cos
@@ -65,9 +70,9 @@ def test_int8_bundle_takes_uint8_pixels_and_agrees_with_keras(int8_bundle, tiny_
         outs = [rec.infer(img) for img in images]
     t_scores, t_emb = np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
     # Quantization may flip near-ties of this small, briefly trained model; where the Keras
-    # model is decided (top-1 leads top-2 by 0.1 or more) the int8 model must agree exactly.
+    # model is decided (top-1 leads top-2 by DECIDED or more) the int8 model must agree exactly.
     ranked = np.sort(k_scores, axis=1)
-    decided = ranked[:, -1] - ranked[:, -2] >= 0.1
+    decided = ranked[:, -1] - ranked[:, -2] >= DECIDED
     assert decided.sum() >= 4, ranked[:, -2:]
     np.testing.assert_array_equal(t_scores.argmax(1)[decided], k_scores.argmax(1)[decided])
     assert np.mean(t_scores.argmax(1) == k_scores.argmax(1)) >= 0.75

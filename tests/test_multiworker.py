@@ -64,4 +64,6 @@ def test_two_workers_train_one_run_as_accurate_as_one_worker(sample_data, tmp_pa
     # Both workers hold the same synchronised model, so they report the same val accuracy;
     # 60 val images, 12 classes: within 5 images of the single-process run.
     assert results[0]["top1"] == results[1]["top1"]
-    assert abs(results[0]["top1"] - single["top1"]) <= 5 / 60, (results, single)
+    # Same recipe, another reduction order: the two runs differ by chance alone, binomial on
+    # 60 val images (sd of the difference ~0.08); 10 images is beyond noise only when broken.
+    assert abs(results[0]["top1"] - single["top1"]) <= 10 / 60, (results, single)

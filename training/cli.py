@@ -42,6 +42,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim, **train_flags):
     """Fine-tune an ImageNet backbone on product photos; write model, labels and metrics to OUT."""
+    from shelfsight.datasets import load_dataset
+
     from . import presets
     from .options import ModelOptions, TrainOptions
     from .trainer import train as run_training
@@ -51,6 +53,7 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
     if backbone and image_size is None and backbone != presets.PRESETS[preset].model.get("backbone"):
         model_kw.pop("image_size", None)  # another backbone than the preset's: its own resolution
     mo, to = ModelOptions(**model_kw), TrainOptions(**train_kw)
+    load_dataset(data, "train")  # a wrong path is one line, before the preset is described
     progress = not progress_disabled()
     if progress:
         p = presets.PRESETS[preset]

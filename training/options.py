@@ -110,7 +110,7 @@ class TrainOptions:
             raise ConfigError(f"finetune fraction {self.finetune_fraction} out of range (0, 1]")
         if self.head_lr <= 0 or self.finetune_lr <= 0:
             raise ConfigError("learning rates must be > 0")
-        if not 0.0 <= self.warmup_epochs <= max(self.finetune_epochs, 0):
+        if self.warmup_epochs < 0 or (self.finetune_epochs > 0 and self.warmup_epochs > self.finetune_epochs):
             raise ConfigError(f"warm-up {self.warmup_epochs} epochs out of range 0..{self.finetune_epochs} (fine-tune epochs)")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"EMA momentum {self.ema_momentum} out of range [0, 1)")

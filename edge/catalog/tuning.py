@@ -26,6 +26,7 @@ import numpy as np
 
 from shelfsight.atomic import publish
 from shelfsight.errors import ConfigError
+from shelfsight.timing import latencies
 
 from .ann import AnnoyBackend, annoy_node_bytes, build_annoy
 from .vectors import ExactSearch
@@ -162,49 +163,6 @@ def recall_lower_bound(per_query: np.ndarray) -> float:
     return float(per_query.mean()) - Z_ONE_SIDED_95 * spread
 
 
-def query_latencies(fn: Callable[[np.ndarray], object], queries: np.ndarray, min_seconds: float = 0.2,
-                    warmup: int = 10, min_runs: int = 50) -> np.ndarray:
-    """Seconds per single call of ``fn(query)``, cycling through ``queries``.
-
-    Runs ``warmup`` untimed calls, then timed calls (time.perf_counter) until both
-    ``min_runs`` calls and ``min_seconds`` are reached.
-    """
-    n = queries.shape[0]
-    for i in range(min(warmup, n)):
-        fn(queries[i])
-    times: list[float] = []
-    start = time.perf_counter()
-    i = 0
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        q = queries[i % n]
-        t0 = time.perf_counter()
-        fn(q)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return np.asarray(times)
-
-
-def paired_latencies(fns: Sequence[Callable[[np.ndarray], object]], queries: np.ndarray, min_seconds: float = 0.3,
-                     warmup: int = 10, min_runs: int = 50) -> list[np.ndarray]:
-    """Seconds per call of each of ``fns`` on the same queries, called alternately so that
-    a busy machine slows them alike (fair for comparing them). Runs as `query_latencies`."""
-    n = queries.shape[0]
-    for i in range(min(warmup, n)):
-        for fn in fns:
-            fn(queries[i])
-    times: list[list[float]] = [[] for _ in fns]
-    start = time.perf_counter()
-    i = 0
-    while i < min_runs or time.perf_counter() - start < min_seconds:
-        q = queries[i % n]
-        for fn, out in zip(fns, times):
-            t0 = time.perf_counter()
-            fn(q)
-            out.append(time.perf_counter() - t0)
-        i += 1
-    return [np.asarray(t) for t in times]
-
-
 class _Queries:
     """Held-out query vectors and their exact top-k rows in the tuning index."""
 
@@ -255,7 +213,7 @@ def _trial(unit_vectors: np.ndarray, n_trees: int, path: Path, queries: _Queries
     backend = AnnoyBackend(path, d, n, search_k=n_trees * options.k, k=options.k)
     search_k, recall, low = _tune_search_k(backend, queries, options.target_recall, cap=max(n * n_trees, 1))
     k = options.k
-    ms = _ms(query_latencies(lambda q: backend.query(q, k), queries.vectors))
+    ms = _ms(latencies([lambda q: backend.query(q, k)], queries.vectors, 0.2)[0])
     backend.close()
     return Trial(n_trees, search_k, round(recall, 4), round(low, 4), size, round(build_seconds, 3), ms)
 
@@ -317,14 +275,14 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     trials, best = _search_ladder(tuning_vectors, path, tq, options, budget * len(exact) / n, say)
     measured = dict(queries=len(tq.vectors), query_source=source, budget_bytes=budget, trials=trials)
     if best is None:
-        exact_ms = _ms(query_latencies(lambda q: exact.query(q, k), tq.vectors))
+        exact_ms = _ms(latencies([lambda q: exact.query(q, k)], tq.vectors, 0.2)[0])
         why = (f"no Annoy setting reached recall@{k} {options.target_recall} within {_mb(budget)} (tried: "
                + ", ".join(f"{t.n_trees} trees {t.recall:.3f} {t.index_bytes / 1e6:.1f} MB" for t in trials) + ")")
         if options.backend == "annoy":
             raise ConfigError(why)
         return report("exact", f"exact: {why}", None, exact_query_ms=exact_ms, **measured)
     chosen = AnnoyBackend(_candidate(path, best.n_trees), d, len(exact), best.search_k, k)
-    exact_t, annoy_t = paired_latencies([lambda q: exact.query(q, k), lambda q: chosen.query(q, k)], tq.vectors)
+    exact_t, annoy_t = latencies([lambda q: exact.query(q, k), lambda q: chosen.query(q, k)], tq.vectors, 0.3)
     chosen.close()
     exact_ms, annoy_ms = _ms(exact_t), _ms(annoy_t)
     best = replace(best, query_ms=annoy_ms)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from shelfsight.timing import TimingOptions
+
 from . import compare as peers
 from .options import RUNTIMES, BenchOptions, parse_threads
 from .report import text_report
 from .runner import run_bench, write_outputs
-from .stats import TimingOptions
 from .targets import open_bench_targets, variant_paths
 
 

@@ -5,10 +5,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shelfsight.timing import TimingOptions
 from shelfsight.errors import ConfigError
 
 from . import compare as peers
-from .stats import TimingOptions
 
 RUNTIMES = ("auto", "litert", "tflite_runtime", "tensorflow")
 

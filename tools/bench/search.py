@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from shelfsight.edge.catalog.ann import AnnoyBackend
-from shelfsight.edge.catalog.tuning import TuningOptions, paired_latencies, recall_at_k, tune
+from shelfsight.edge.catalog.tuning import TuningOptions, recall_at_k, tune
 from shelfsight.edge.catalog.vectors import ExactSearch, unit_rows
+from shelfsight.timing import latencies
 
 SPREAD = 0.75  # norm of a vector's offset from its centre: cosine to the centre ~ 1/sqrt(1 + 0.75^2) = 0.8
 ISOTROPIC_SHARE = 0.1  # share of the offset's variance spread over all dimensions in low-rank mode
@@ -95,8 +96,8 @@ def bench_size(n: int, data: ClusteredVectors, n_queries: int, options: TuningOp
     k = options.k
     recall = recall_at_k([backend.query(q, k)[0] for q in queries], truth)
     say("timing single queries")
-    annoy_t, exact_t = paired_latencies([lambda q: backend.query(q, k), lambda q: exact.query(q, k)], queries,
-                                        min_seconds=min_seconds, warmup=20, min_runs=200)
+    annoy_t, exact_t = latencies([lambda q: backend.query(q, k), lambda q: exact.query(q, k)], queries,
+                                 min_seconds, warmup=20, min_runs=200)
     backend.close()
     size = path.stat().st_size
     path.unlink()

@@ -1,16 +1,12 @@
-"""Timing loops and latency statistics for `shelfsight bench`, plain Python and numpy.
+"""Latency statistics for `shelfsight bench` (the timing loop is `shelfsight.timing`).
 
-`time_calls` runs warm-up calls, then timed calls (``time.perf_counter``) until both a
-minimum time and a minimum number of runs are reached. `latency_stats` summarises the
-timings: every run stays in the distribution; runs beyond Tukey's upper fence
+`latency_stats` summarises the timings: every run stays in the distribution; runs beyond Tukey's upper fence
 (Q3 + 1.5 IQR) are counted as outliers and reported, not dropped.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,68 +14,6 @@ from shelfsight.errors import ConfigError
 
 PERCENTILES = (50, 90, 99)
 TUKEY_K = 1.5
-
-
-@dataclass(frozen=True)
-class TimingOptions:
-    """How long to measure one model on one backend.
-
-    Attributes:
-        min_time: timed calls go on for at least this many seconds.
-        warmup: untimed calls after the first call (which is timed on its own).
-        min_runs: at least this many timed calls, whatever the time.
-    """
-
-    min_time: float = 2.0
-    warmup: int = 10
-    min_runs: int = 20
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_time) and self.min_time >= 0):
-            raise ConfigError(f"min_time {self.min_time} must be a finite number of seconds >= 0")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup {self.warmup} must be >= 0")
-        if self.min_runs < 1:
-            raise ConfigError(f"min_runs {self.min_runs} must be >= 1")
-
-
-@dataclass(frozen=True)
-class TimedCalls:
-    """Seconds taken by the first call, the warm-up calls and the timed calls."""
-
-    first: float
-    warmup: tuple[float, ...]
-    times: tuple[float, ...]
-
-
-def time_calls(fn: Callable[[Any], object], inputs: Sequence[Any], options: TimingOptions) -> TimedCalls:
-    """Call ``fn(x)`` cycling through ``inputs``: once (first call), ``warmup`` times, then
-    until ``min_time`` and ``min_runs`` are both reached.
-
-    Raises:
-        ConfigError: no inputs.
-    """
-    n = len(inputs)
-    if n == 0:
-        raise ConfigError("time_calls needs at least one input, got none")
-    t0 = time.perf_counter()
-    fn(inputs[0])
-    first = time.perf_counter() - t0
-    warm = []
-    for i in range(options.warmup):
-        t0 = time.perf_counter()
-        fn(inputs[(i + 1) % n])
-        warm.append(time.perf_counter() - t0)
-    times: list[float] = []
-    start = time.perf_counter()
-    i = 0
-    while len(times) < options.min_runs or time.perf_counter() - start < options.min_time:
-        x = inputs[i % n]
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return TimedCalls(first, tuple(warm), tuple(times))
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from shelfsight.timing import TimingOptions, time_calls
 from shelfsight.errors import ShelfsightError
 
 from .backends import Loaded, load_onnxruntime, load_shelfsight, load_tflite, to_bgr
-from .stats import TimingOptions, time_calls
 
 
 def _rss_now() -> int:
