@@ -12,27 +12,18 @@ import base64
 import dataclasses
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from shelfsight.errors import ConfigError
 
+from ..runtime.postprocess import Recognition
 from .sources import Frame
 
 
-class RecognitionLike(Protocol):
-    """The fields of the recogniser's `Recognition` that events carry."""
-
-    label: str | None
-    score: float
-    predictions: Sequence[Any]
-    matches: Sequence[Any]
-    latency_ms: float
-
-
-def build_event(recognition: RecognitionLike, frame: Frame, *, jpeg_quality: int | None = None) -> dict:
+def build_event(recognition: Recognition, frame: Frame, *, jpeg_quality: int | None = None) -> dict:
     """Make the event for a recognition of `frame`.
 
     Args:

@@ -1,6 +1,6 @@
 """The long-running loop: capture -> ROI -> quality gate -> recognise -> smooth -> sinks.
 
-`run()` takes a frame source, a recogniser (anything with
+`run()` takes a frame source, a recogniser (a `FrameRecognizer`: anything with
 `recognize(frame_bgr, source="") -> Recognition`), and sinks; it owns them from then on: the
 source is closed and the sinks are flushed and closed when it returns, whatever the reason.
 SIGTERM and SIGINT (when run in the main thread) let the current frame finish, then stop;
@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +31,8 @@ from shelfsight.backoff import BackoffOptions
 from shelfsight.errors import ConfigError
 
 from .capture import LatestFrameCapture, Reopen
-from .events import RecognitionLike, build_event
+from ..runtime.postprocess import FrameRecognizer, Recognition
+from .events import build_event
 from .health import Health
 from .quality import QualityOptions, Roi, check_quality, crop
 from .sinks import Sink
@@ -41,10 +42,6 @@ from .sources import Frame, FrameSource
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 10_000  # frames the summary's percentiles look back over (bounded memory for long runs)
-
-
-class Recognizer(Protocol):
-    def recognize(self, frame_bgr: np.ndarray, source: str = "") -> RecognitionLike: ...
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,8 @@ class RunSummary:
         return out
 
 
-def run(source: FrameSource, recognizer: Recognizer, sinks: Sequence[Sink], options: RunOptions | None = None,
-        *, health: Health | None = None, stop: threading.Event | None = None,
+def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
+        options: RunOptions | None = None, *, health: Health | None = None, stop: threading.Event | None = None,
         handle_signals: bool = True) -> RunSummary:
     """Recognise frames from `source` until it ends, `max_frames`, a signal, or `stop` is set.
 
@@ -162,7 +159,7 @@ def run(source: FrameSource, recognizer: Recognizer, sinks: Sequence[Sink], opti
 
 
 class _Loop:
-    def __init__(self, source: FrameSource, recognizer: Recognizer, sinks: list[Sink], options: RunOptions,
+    def __init__(self, source: FrameSource, recognizer: FrameRecognizer, sinks: list[Sink], options: RunOptions,
                  health: Health, stop: threading.Event) -> None:
         self.source, self.recognizer, self.sinks = source, recognizer, sinks
         self.options, self.health, self.stop = options, health, stop
@@ -249,7 +246,7 @@ class _Loop:
             self.stopped_by = "preview closed"
             self.stop.set()
 
-    def _recognize(self, image: np.ndarray, frame: Frame) -> RecognitionLike | None:
+    def _recognize(self, image: np.ndarray, frame: Frame) -> Recognition | None:
         try:
             recognition = self.recognizer.recognize(image, source=frame.source)
         except Exception:  # one bad frame must not stop a device; counted and logged instead

@@ -6,9 +6,9 @@ swaps bundles while a camera loop runs, and `postprocess` holds the plain-numpy 
 """
 from .batch import predict_tflite
 from .interpreter import TFLiteModel, load_runtime
-from .postprocess import Prediction, Recognition, top_k
+from .postprocess import FrameRecognizer, Prediction, Recognition, top_k
 from .recognizer import Recognizer, health_check
 from .reload import ReloadableRecognizer
 
-__all__ = ["Prediction", "Recognition", "Recognizer", "ReloadableRecognizer", "TFLiteModel", "health_check",
+__all__ = ["FrameRecognizer", "Prediction", "Recognition", "Recognizer", "ReloadableRecognizer", "TFLiteModel", "health_check",
            "load_runtime", "predict_tflite", "top_k"]

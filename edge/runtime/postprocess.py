@@ -1,8 +1,13 @@
-"""Post-processing as plain functions over numpy arrays, and the records they return."""
+"""Post-processing as plain functions over numpy arrays, and the records they return.
+
+`Recognition` is the one result contract of the device side: the `Recognizer` returns it,
+the pipeline's run loop and its events read it, and `FrameRecognizer` is the shape of
+anything that makes one from a frame (the Recognizer, the hot-reloading wrapper, test fakes).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -34,15 +39,24 @@ class Recognition:
     """What one frame showed.
 
     ``label`` is None when the best score is under the bundle's unknown threshold.
+    ``reported`` (video and live-stream modes only) is True on the frame where ``label``
+    became stable: once per appearance, as the temporal smoothing decides.
     """
 
     label: str | None
     score: float
     predictions: tuple[Prediction, ...]
-    matches: tuple[Any, ...]  # search.Match records
+    matches: tuple[Any, ...]  # catalog Match records
     latency_ms: float
+    reported: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": round(self.score, 5),
                 "top_k": [{"label": p.label, "score": round(p.score, 5)} for p in self.predictions],
                 "similar": [asdict(m) for m in self.matches], "latency_ms": round(self.latency_ms, 3)}
+
+
+class FrameRecognizer(Protocol):
+    """Anything that turns one BGR frame into a `Recognition` (what the run loop needs)."""
+
+    def recognize(self, frame_bgr: np.ndarray, source: str = "") -> Recognition: ...
