@@ -21,7 +21,7 @@ from shelfsight.edge.pipeline.health import Health
 from shelfsight.edge.pipeline.quality import Roi
 from shelfsight.edge.pipeline.runner import Preview, RunOptions, annotate, run
 from shelfsight.edge.pipeline.sinks import JsonlSink
-from shelfsight.edge.pipeline.smoothing import SmoothingOptions
+from shelfsight.edge.runtime.smoothing import SmoothingOptions
 from shelfsight.edge.pipeline.sources import ArraySource, open_source
 from shelfsight.errors import ConfigError
 
@@ -229,7 +229,7 @@ SIGNAL_SCRIPT = textwrap.dedent("""
     from edge_fakes import ColourRecognizer, colour_frame
     from shelfsight.edge.pipeline.runner import RunOptions, run
     from shelfsight.edge.pipeline.sinks import JsonlSink
-    from shelfsight.edge.pipeline.smoothing import SmoothingOptions
+    from shelfsight.edge.runtime.smoothing import SmoothingOptions
     from shelfsight.edge.pipeline.sources import ArraySource
 
     frames = [colour_frame(label) for label in ["apple"] * 2 + [None] * 2 + ["lime"] * 2 + [None] * 2]
@@ -275,7 +275,8 @@ def test_runtime_runs_with_tensorflow_blocked(tmp_path):
             sys.modules[name] = None  # any import of them now raises ImportError
         sys.path.insert(0, {str(TESTS)!r})
         from edge_fakes import ColourRecognizer, colour_frame
-        from shelfsight.edge.pipeline import capture, events, health, quality, runner, sinks, smoothing, sources
+        from shelfsight.edge.pipeline import capture, events, health, quality, runner, sinks, sources
+        from shelfsight.edge.runtime import smoothing
         summary = runner.run(sources.ArraySource([colour_frame("apple")] * 3), ColourRecognizer(),
                              sinks.make_sinks(["stdout"]),
                              runner.RunOptions(smoothing=smoothing.SmoothingOptions(stable_frames=3)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from shelfsight.edge.pipeline.smoothing import SmoothingOptions, TemporalSmoother
+from shelfsight.edge.runtime.smoothing import SmoothingOptions, TemporalSmoother
 from shelfsight.errors import ConfigError
 
 

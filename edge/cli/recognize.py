@@ -99,7 +99,7 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     from ..runtime.reload import ReloadableRecognizer
     from ..pipeline.runner import RunOptions, run
     from ..pipeline.sinks import make_sinks
-    from ..pipeline.smoothing import SmoothingOptions
+    from ..runtime.smoothing import SmoothingOptions
     from ..pipeline.sources import open_source
     from ..sync.service import SyncService
 

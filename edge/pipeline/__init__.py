@@ -6,8 +6,7 @@ from .health import Health
 from .quality import QualityOptions, Roi
 from .runner import RunOptions, RunSummary, run
 from .sinks import Sink, make_sinks
-from .smoothing import SmoothingOptions, TemporalSmoother
 from .sources import Frame, FrameSource, open_source
 
 __all__ = ["Frame", "FrameSource", "Health", "LatestFrameCapture", "QualityOptions", "Roi", "RunOptions",
-           "RunSummary", "Sink", "SmoothingOptions", "TemporalSmoother", "make_sinks", "open_source", "run"]
+           "RunSummary", "Sink", "make_sinks", "open_source", "run"]

@@ -36,7 +36,7 @@ from .events import build_event
 from .health import Health
 from .quality import QualityOptions, Roi, check_quality, crop
 from .sinks import Sink
-from .smoothing import SmoothingOptions, TemporalSmoother
+from ..runtime.smoothing import SmoothingOptions, TemporalSmoother
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
