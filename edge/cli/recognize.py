@@ -94,47 +94,25 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     --bundle-store, BUNDLE is installed there once and updates from the server are
     verified, health-checked and swapped in without a restart.
     """
-    from ..pipeline.health import Health
+    from ..device import Device, DeviceOptions
     from ..pipeline.quality import QualityOptions, Roi
-    from ..runtime.reload import ReloadableRecognizer
-    from ..pipeline.runner import RunOptions, run
-    from ..pipeline.sinks import make_sinks
+    from ..pipeline.runner import RunOptions
+    from ..runtime.options import RecognizerOptions
     from ..runtime.smoothing import SmoothingOptions
-    from ..pipeline.sources import open_source
-    from ..sync.service import SyncService
 
-    options = RunOptions(
-        roi=Roi.parse(roi) if roi else None,
-        quality=QualityOptions.off() if no_quality_gate else QualityOptions(min_sharpness=min_sharpness),
-        smoothing=SmoothingOptions(stable_frames, reset_frames),
-        drop_frames=None if every_frame is None else not every_frame,
-        jpeg_quality=jpeg_quality, max_frames=max_frames, show=show)
-    service = None
-    if sync["outbox"] is not None or sync["bundle_store"] is not None:
-        service = SyncService(config_from_options(**sync))
-        if service.store is not None:
-            if service.store.current is None:
-                service.store.install(bundle)
-            bundle = service.store.current
-    recognizer = ReloadableRecognizer(
-        bundle, lambda path: _recognizer(path, runtime, threads, delegate, top_k, search_k))
-    event_sinks = make_sinks(list(sinks))
-    if service is not None:
-        if service.updater is not None:
-            service.updater.on_update = recognizer.reload
-        if service.outbox is not None:
-            event_sinks.append(service.sink())
-        service.start()
-    health = Health()
-    server = health.serve(metrics_port) if metrics_port else None
-    try:
-        result = run(open_source(source, loop=loop), recognizer, event_sinks, options, health=health)
-    finally:
-        recognizer.close()
-        if service is not None:
-            service.stop()
-        if server:
-            server.close()
+    options = DeviceOptions(
+        recognizer=RecognizerOptions(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
+                                     top_k=top_k, search_k=search_k),
+        source=source, loop=loop, sinks=tuple(sinks), metrics_port=metrics_port,
+        run=RunOptions(
+            roi=Roi.parse(roi) if roi else None,
+            quality=QualityOptions.off() if no_quality_gate else QualityOptions(min_sharpness=min_sharpness),
+            smoothing=SmoothingOptions(stable_frames, reset_frames),
+            drop_frames=None if every_frame is None else not every_frame,
+            jpeg_quality=jpeg_quality, max_frames=max_frames, show=show),
+        sync=(config_from_options(**sync) if sync["outbox"] is not None or sync["bundle_store"] is not None
+              else None))
+    result = Device(options).run()
     report = result.to_dict()
     if summary:
         Path(summary).write_text(json.dumps(report, indent=2) + "\n")
