@@ -23,7 +23,8 @@ from shelfsight.metrics import calibrate_threshold, hit_rate_at_k
 
 from .catalog.items import Catalog, CatalogItem
 from .runtime.recognizer import Recognizer
-from .catalog.search import CatalogIndex
+from .catalog.search import CatalogIndex, IndexOptions
+from .catalog.tuning import TuningOptions
 from .catalog.vectors import ExactSearch, unit_rows
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,10 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
             extra = {"coarse": s.coarse} if s.coarse else {}
             items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra)
     catalog = Catalog(items.values())
+    options = IndexOptions(TuningOptions(target_recall=target_recall, backend=backend), pca_dim=pca_dim)
     index = CatalogIndex.build(vectors, [item_id_of(s) for s in kept], catalog, bundle.root, bundle.model_sha256,
-                               target_recall=target_recall, pca_dim=pca_dim,
-                               queries=queries if queries is not None and len(queries) >= 10 else None,
-                               backend=backend, progress=(lambda line: log.info(line)) if progress else None)
+                               options, queries=queries if queries is not None and len(queries) >= 10 else None,
+                               progress=(lambda line: log.info(line)) if progress else None)
     report: dict[str, Any] = {"catalog_images": len(kept), "items": len(catalog), "skipped_images": skipped}
     thresholds = dict(bundle.thresholds)
     if queries is not None and len(queries):

@@ -13,7 +13,8 @@ import pytest
 
 from shelfsight.bundle import load_bundle, new_manifest, write_manifest
 from shelfsight.edge.catalog.items import Catalog, CatalogItem
-from shelfsight.edge.catalog.search import CatalogIndex, Match
+from shelfsight.edge.catalog.search import CatalogIndex, IndexOptions, Match
+from shelfsight.edge.catalog.tuning import TuningOptions
 from shelfsight.edge.catalog.vectors import ExactSearch, unit_rows
 from shelfsight.errors import BundleError, ConfigError, IndexMismatchError
 
@@ -50,7 +51,8 @@ def annoy_dir(tmp_path_factory):
     ids = [f"p{i}" for i in range(600) for _ in range(4)]
     catalog = Catalog(CatalogItem(f"p{i}", label="x", sku=str(i)) for i in range(600))
     out = tmp_path_factory.mktemp("annoy") / "bundle"
-    CatalogIndex.build(vectors, ids, catalog, out, MODEL, backend="annoy", target_recall=0.95)
+    CatalogIndex.build(vectors, ids, catalog, out, MODEL,
+                       IndexOptions(TuningOptions(backend="annoy", target_recall=0.95)))
     return out, directions, unit_rows(vectors)
 
 
@@ -212,7 +214,7 @@ def test_background_rebuild_while_querying(annoy_dir, tmp_path):
 
 def test_pca_round_trip(tmp_path):
     directions, vectors, ids, catalog = make_catalog(20, 3)
-    index = CatalogIndex.build(vectors, ids, catalog, tmp_path / "b", MODEL, pca_dim=24)
+    index = CatalogIndex.build(vectors, ids, catalog, tmp_path / "b", MODEL, IndexOptions(pca_dim=24))
     spec = index.spec
     assert spec["pca"]["output_dimension"] == 24 and spec["dimension"] == 24 and spec["embedding_dimension"] == 32
     assert "pca.npz" in index.files
