@@ -106,6 +106,18 @@ def write_generation(out: Path, gen: Generation, queries: np.ndarray | None,
     return make_spec(gen, report, checksums, time.perf_counter() - t0)
 
 
+def fold_delta(st: IndexState) -> tuple[np.ndarray, np.ndarray, Catalog]:
+    """The main index's vectors with the enrolled ones after them, each one's catalog position,
+    and the catalog extended by the enrolled items it lacks: what a rebuild indexes."""
+    delta = st.delta
+    catalog = st.catalog.extended([it for it in delta.items().values() if it.item_id not in st.catalog])
+    main = (st.backend.vectors() if isinstance(st.backend, AnnoyBackend)
+            else np.array(st.backend.vectors, dtype=np.float32))
+    vectors = np.concatenate([main, delta.matrix]) if len(delta) else main
+    rows = np.concatenate([st.rows, np.asarray([catalog.position(i) for i in delta.item_of_row], dtype=np.int32)])
+    return vectors, rows, catalog
+
+
 def open_state(directory: Path, spec: dict[str, Any], projection: Projection | None = None,
                delta: EnrolledDelta | None = None) -> tuple[IndexState, Projection | None]:
     """Open a generation's files (sizes already checked) and check them against the spec.

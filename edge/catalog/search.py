@@ -45,9 +45,8 @@ import numpy as np
 
 from shelfsight.errors import ConfigError, IndexMismatchError
 
-from .ann import AnnoyBackend
 from .enroll import EnrolledDelta
-from .generations import IndexState, open_state, row_positions, write_generation
+from .generations import IndexState, fold_delta, open_state, row_positions, write_generation
 from .items import Catalog, CatalogItem
 from .projection import Projection, fit_projection
 from .spec import ENROLLED_FILE, Generation, check_files, commit_spec, read_spec, read_spec_quietly, remove_unused
@@ -344,13 +343,7 @@ class CatalogIndex:
             st = self._live()
         try:
             delta = st.delta
-            new_items = [it for it in delta.items().values() if it.item_id not in st.catalog]
-            catalog = st.catalog.extended(new_items)
-            main = (st.backend.vectors() if isinstance(st.backend, AnnoyBackend)
-                    else np.array(st.backend.vectors, dtype=np.float32))
-            vectors = np.concatenate([main, delta.matrix]) if len(delta) else main
-            rows = np.concatenate([st.rows, np.asarray([catalog.position(i) for i in delta.item_of_row],
-                                                       dtype=np.int32)])
+            vectors, rows, catalog = fold_delta(st)
             old = st.spec
             gen = Generation(number=old["generation"] + 1, unit=vectors, rows=rows, catalog=catalog,
                              projection=self._projection, model_sha256=old["model_sha256"],
