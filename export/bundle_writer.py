@@ -53,13 +53,13 @@ def embed_metadata(model_path: Path, labels: Sequence[str], name: str, descripti
     Skipped with a warning when the metadata schema package is not installed.
     """
     try:
-        from .metadata import write_metadata
+        from .metadata import MetadataSpec, write_metadata
     except ImportError as e:  # the metadata writer needs tflite-support's schema modules
         log.warning("TFLite metadata not embedded (%s)", e)
         return
-    data = write_metadata(model_path.read_bytes(), labels, input_mean=[0.0] * 3, input_std=[1.0] * 3,
-                          name=name, version="1", description=description, author="shelfsight",
-                          license="see bundle provenance")
+    spec = MetadataSpec(labels=tuple(labels), input_mean=(0.0,) * 3, input_std=(1.0,) * 3, name=name, version="1",
+                        description=description, author="shelfsight", license="see bundle provenance")
+    data = write_metadata(model_path.read_bytes(), spec)
     model_path.write_bytes(data)
 
 

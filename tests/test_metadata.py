@@ -26,7 +26,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from shelfsight.errors import ConfigError, ModelError  # noqa: E402
 from shelfsight.export.metadata import (  # noqa: E402
-    METADATA_NAME, MIN_PARSER_VERSION, associated_files, output_names,
+    METADATA_NAME, MIN_PARSER_VERSION, MetadataSpec, associated_files, output_names,
     read_associated_file, read_metadata, write_metadata)
 from shelfsight.images import read_image  # noqa: E402
 from shelfsight.preprocess import PreprocessSpec, prepare  # noqa: E402
@@ -47,6 +47,11 @@ def _labels() -> list[str]:
 
 
 LABELS = _labels()
+
+
+def _spec(labels=None, **changes) -> MetadataSpec:
+    """The spec of the tests' models: LABELS, identity normalisation, INFO; ``changes`` on top."""
+    return MetadataSpec(labels=LABELS if labels is None else labels, **{**IDENTITY, **INFO, **changes})
 
 
 def _pixels() -> np.ndarray:
@@ -86,7 +91,7 @@ def models(pixels: np.ndarray) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def with_metadata(models: dict[str, bytes]) -> dict[str, bytes]:
-    return {kind: write_metadata(data, LABELS, **IDENTITY, **INFO) for kind, data in models.items()}
+    return {kind: write_metadata(data, _spec()) for kind, data in models.items()}
 
 
 def _run(model: bytes, pixels: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -198,7 +203,7 @@ def test_rewriting_replaces_metadata_and_labels(with_metadata, tmp_path):
     renamed = [f"sku-{i}" for i in range(len(LABELS))]
     path = tmp_path / "model.tflite"
     path.write_bytes(with_metadata["float32"])
-    data = write_metadata(path, renamed, **IDENTITY, **{**INFO, "version": "3.2.0"}, out=path)
+    data = write_metadata(path, _spec(renamed, version="3.2.0"), out=path)
     assert path.read_bytes() == data
     assert associated_files(path) == ["labels.txt"]
     assert read_associated_file(path, "labels.txt").decode().splitlines() == renamed
@@ -209,12 +214,12 @@ def test_rewriting_replaces_metadata_and_labels(with_metadata, tmp_path):
 
 
 def test_output_is_reproducible(models):
-    first = write_metadata(models["int8"], LABELS, **IDENTITY, **INFO)
-    assert write_metadata(models["int8"], LABELS, **IDENTITY, **INFO) == first
+    first = write_metadata(models["int8"], _spec())
+    assert write_metadata(models["int8"], _spec()) == first
 
 
 def test_single_value_normalisation_for_a_float_model(models):
-    data = write_metadata(models["float32"], LABELS, input_mean=[127.5], input_std=[127.5], **INFO)
+    data = write_metadata(models["float32"], _spec(input_mean=[127.5], input_std=[127.5]))
     image = read_metadata(data)["subgraph_metadata"][0]["input_tensor_metadata"][0]
     assert image["process_units"][0]["options"] == {"mean": [127.5], "std": [127.5]}
     assert image["stats"] == {"min": [-1.0], "max": [1.0]}
@@ -222,15 +227,15 @@ def test_single_value_normalisation_for_a_float_model(models):
 
 def test_label_count_must_match_scores(models):
     with pytest.raises(ModelError, match=rf"scores output has {len(LABELS)} classes, got 3 labels"):
-        write_metadata(models["float32"], LABELS[:3], **IDENTITY, **INFO)
+        write_metadata(models["float32"], _spec(LABELS[:3]))
 
 
 def test_output_names_must_match(models):
     with pytest.raises(ModelError,
                        match=r"model outputs are \['embedding', 'scores'\], expected \['probs', 'embedding'\]"):
-        write_metadata(models["float32"], LABELS, **IDENTITY, **INFO, scores_output="probs")
+        write_metadata(models["float32"], _spec(scores_output="probs"))
     with pytest.raises(ModelError, match=r"expected \['scores'\]"):
-        write_metadata(models["float32"], LABELS, **IDENTITY, **INFO, embedding_output=None)
+        write_metadata(models["float32"], _spec(embedding_output=None))
 
 
 @pytest.mark.parametrize("mean, std, message", [
@@ -240,7 +245,7 @@ def test_output_names_must_match(models):
 ])
 def test_bad_normalisation_is_refused(models, mean, std, message):
     with pytest.raises(ConfigError, match=message):
-        write_metadata(models["float32"], LABELS, input_mean=mean, input_std=std, **INFO)
+        write_metadata(models["float32"], _spec(input_mean=mean, input_std=std))
 
 
 @pytest.mark.parametrize("labels, message", [
@@ -250,13 +255,13 @@ def test_bad_normalisation_is_refused(models, mean, std, message):
 ])
 def test_bad_labels_are_refused(models, labels, message):
     with pytest.raises(ConfigError, match=message):
-        write_metadata(models["float32"], labels, **IDENTITY, **INFO)
+        write_metadata(models["float32"], _spec(labels))
 
 
 def test_not_a_model_and_missing_metadata(models, tmp_path):
     with pytest.raises(ModelError, match=re.escape(r"not a TFLite model: file identifier b'\r\n\x1a\n', "
                                                    r"expected b'TFL3'")):
-        write_metadata(b"\x89PNG\r\n\x1a\n" + bytes(64), LABELS, **IDENTITY, **INFO)
+        write_metadata(b"\x89PNG\r\n\x1a\n" + bytes(64), _spec())
     with pytest.raises(ModelError, match=r"model file .*absent.tflite not found"):
         read_metadata(tmp_path / "absent.tflite")
     with pytest.raises(ModelError, match=r"model has no TFLite metadata"):
@@ -321,3 +326,10 @@ def test_mediapipe_tasks_read_labels_from_our_metadata(models, with_metadata, pi
     refused = _probe(bare, images[:1])["image_classifier"]
     assert refused == {"ok": False, "error": "FileNotFoundError: Input tensor has type float32: it requires "
                        "specifying NormalizationOptions metadata to preprocess input images."}
+
+
+def test_spec_keeps_sequences_as_tuples_and_refuses_non_numbers():
+    spec = MetadataSpec(labels=["a", "b"], input_mean=[0, 0, 0], input_std=[1, 1, 1], name="m", version="1")
+    assert (spec.labels, spec.input_mean, spec.input_std) == (("a", "b"), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match=r"input std 'one' must be 1 or 3 numbers"):
+        MetadataSpec(labels=["a"], input_mean=[0.0], input_std="one", name="m", version="1")
