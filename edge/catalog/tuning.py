@@ -16,6 +16,7 @@ All of it is recorded in `TuningReport` (the index spec's "tuning" section).
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -236,20 +237,9 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
             the size budget, or there are too few vectors to measure recall.
     """
     say = progress or (lambda _msg: None)
-    t_start = time.perf_counter()
+    report = functools.partial(_report, options, time.perf_counter(), say)
     n, d = unit_vectors.shape
-    path = Path(path)
     k = options.k
-
-    def report(backend: str, reason: str, best: Trial | None, **measured) -> TuningReport:
-        say(reason)
-        return TuningReport(
-            backend=backend, reason=reason, n_trees=best and best.n_trees, search_k=best and best.search_k,
-            recall=best and best.recall, k=k, target_recall=options.target_recall,
-            annoy_query_ms=best and best.query_ms, tuning_seconds=round(time.perf_counter() - t_start, 3),
-            **{"queries": 0, "query_source": "none", "exact_query_ms": None, "index_bytes": None,
-               "budget_bytes": None, "build_seconds": None, "trials": (), **measured})
-
     if options.backend == "exact":
         return report("exact", "exact search was requested", None)
     if n < MIN_ANN_VECTORS and options.backend == "auto":
@@ -258,21 +248,12 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     if n < max(MIN_TUNABLE_VECTORS, 10 * (k + 1)):
         raise ConfigError(f"an Annoy index needs at least {max(MIN_TUNABLE_VECTORS, 10 * (k + 1))} vectors to "
                           f"tune recall@{k}, got {n}")
-
-    if queries is None:  # hold a sample of the catalog out of the candidate indexes
-        held = np.random.default_rng(options.seed).permutation(n)[:min(options.n_queries, n // 10)]
-        keep = np.ones(n, bool)
-        keep[held] = False
-        tuning_vectors, query_vectors = unit_vectors[keep], unit_vectors[np.sort(held)]
-        source = "catalog sample held out of the candidate indexes"
-    else:
-        pick = np.random.default_rng(options.seed).permutation(queries.shape[0])[:options.n_queries]
-        tuning_vectors, query_vectors, source = unit_vectors, queries[np.sort(pick)], "held-out queries given"
+    tuning_vectors, query_vectors, source = _held_out(unit_vectors, queries, options)
     exact = ExactSearch(tuning_vectors)
     tq = _Queries(exact, query_vectors, k)
     budget = options.budget_bytes(n, d)
     # candidates hold fewer vectors than the final index: their budget shrinks in proportion
-    trials, best = _search_ladder(tuning_vectors, path, tq, options, budget * len(exact) / n, say)
+    trials, best = _search_ladder(tuning_vectors, Path(path), tq, options, budget * len(exact) / n, say)
     measured = dict(queries=len(tq.vectors), query_source=source, budget_bytes=budget, trials=trials)
     if best is None:
         exact_ms = _ms(latencies([lambda q: exact.query(q, k)], tq.vectors, 0.2)[0])
@@ -281,6 +262,38 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
         if options.backend == "annoy":
             raise ConfigError(why)
         return report("exact", f"exact: {why}", None, exact_query_ms=exact_ms, **measured)
+    return _annoy_or_exact(unit_vectors, Path(path), options, exact, tq, best, measured, report)
+
+
+def _report(options: TuningOptions, t_start: float, say: Callable[[str], None], backend: str, reason: str,
+            best: Trial | None, **measured) -> TuningReport:
+    """The report of a decision (said to ``progress`` as well); unmeasured fields stay empty."""
+    say(reason)
+    return TuningReport(
+        backend=backend, reason=reason, n_trees=best and best.n_trees, search_k=best and best.search_k,
+        recall=best and best.recall, k=options.k, target_recall=options.target_recall,
+        annoy_query_ms=best and best.query_ms, tuning_seconds=round(time.perf_counter() - t_start, 3),
+        **{"queries": 0, "query_source": "none", "exact_query_ms": None, "index_bytes": None,
+           "budget_bytes": None, "build_seconds": None, "trials": (), **measured})
+
+
+def _held_out(unit_vectors: np.ndarray, queries: np.ndarray | None,
+              options: TuningOptions) -> tuple[np.ndarray, np.ndarray, str]:
+    """The vectors the candidate indexes hold, the queries that measure them, and where those came from."""
+    n = unit_vectors.shape[0]
+    if queries is None:  # hold a sample of the catalog out of the candidate indexes
+        held = np.random.default_rng(options.seed).permutation(n)[:min(options.n_queries, n // 10)]
+        keep = np.ones(n, bool)
+        keep[held] = False
+        return unit_vectors[keep], unit_vectors[np.sort(held)], "catalog sample held out of the candidate indexes"
+    pick = np.random.default_rng(options.seed).permutation(queries.shape[0])[:options.n_queries]
+    return unit_vectors, queries[np.sort(pick)], "held-out queries given"
+
+
+def _annoy_or_exact(unit_vectors: np.ndarray, path: Path, options: TuningOptions, exact: ExactSearch,
+                    tq: "_Queries", best: Trial, measured: dict, report: Callable[..., TuningReport]) -> TuningReport:
+    """Time the best Annoy setting against exact search; keep (or rebuild over every vector) the winner."""
+    k, d = options.k, unit_vectors.shape[1]
     chosen = AnnoyBackend(_candidate(path, best.n_trees), d, len(exact), best.search_k, k)
     exact_t, annoy_t = latencies([lambda q: exact.query(q, k), lambda q: chosen.query(q, k)], tq.vectors, 0.3)
     chosen.close()
@@ -292,7 +305,7 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     if options.backend == "auto" and exact_ms <= annoy_ms:
         _remove(_candidate(path, best.n_trees))
         return report("exact", f"exact: Annoy is no faster: {timing}", best, **measured)
-    if len(tuning_vectors) == n:
+    if len(exact) == unit_vectors.shape[0]:
         publish(_candidate(path, best.n_trees), path)
         size, build_seconds = best.index_bytes, best.build_seconds
     else:  # the held-out sample goes back in: build the chosen setting over every vector
