@@ -79,7 +79,7 @@ def test_int8_bundle_takes_uint8_pixels_and_agrees_with_keras(int8_bundle, tiny_
     assert np.sum(t_emb * k_emb, axis=1).mean() >= 0.98
 
 
-def test_manifest_sections_and_guard(int8_bundle):
+def test_manifest_sections_and_guard(int8_bundle, tiny_run, sample_data):
     b = load_bundle(int8_bundle)
     m = b.manifest
     assert m["schema"] == "shelfsight.bundle" and m["schema_version"] == 1
@@ -89,7 +89,19 @@ def test_manifest_sections_and_guard(int8_bundle):
     assert set(m["model"]["outputs"]) == {"scores", "embedding"}
     assert m["model"]["outputs"]["embedding"]["shape"] == [1, 32]
     guard = m["metrics"]["float_comparison"]
-    assert 0.0 <= guard["top1_agreement"] <= 1.0 and guard["embedding_cosine_mean"] > 0.95
+    # the guard's agreement is the share of all val images where the shipped and the float model agree
+    from shelfsight.datasets import load_dataset, load_images
+    from shelfsight.edge.runtime import predict_tflite
+    from shelfsight.run import Run
+    from shelfsight.training.model import load_model, predict
+
+    run = Run.load(tiny_run)
+    val = load_images(load_dataset(sample_data, "val").samples, run.preprocess, run.labels, progress=False)
+    float_top1 = predict(load_model(run.model_path), val.images)[0].argmax(1)
+    shipped_top1 = predict_tflite(b.model_path, val.images)[0].argmax(1)
+    assert m["metrics"]["val_images"] == len(val.images)
+    assert guard["top1_agreement"] == pytest.approx(float(np.mean(float_top1 == shipped_top1)), abs=1e-9)
+    assert guard["embedding_cosine_mean"] > 0.95
     assert 0.0 < m["thresholds"]["unknown_score"] < 1.0
     assert m["provenance"]["backbone"] == "efficientnet_lite0"
 

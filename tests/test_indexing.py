@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def test_truncated_index_file_is_refused(indexed_bundle):
     spec = load_bundle(bundle).index
     victim = bundle / sorted(spec["checksums"])[0]
     victim.write_bytes(victim.read_bytes()[:-8])
-    with pytest.raises(BundleError):
+    size = victim.stat().st_size
+    with pytest.raises(BundleError, match=re.escape(f"{victim.name} is {size} bytes, manifest says {size + 8}")):
         load_bundle(bundle)
 
 
