@@ -1,15 +1,10 @@
 """Tools around the product: the benchmark (`bench/`), the server side of sync (`server/`),
-and the sample, video and ONNX makers."""
-from __future__ import annotations
+the sample and video makers (`make_grocery_sample`, `make_video`: run them as modules) and
+the EfficientNet-Lite0 ONNX maker. Names load on first use (`shelfsight.lazy`), so that a
+bench worker or a fault-test device process imports only what it runs."""
+from shelfsight.lazy import lazy_exports
 
-import importlib
-from typing import Any, Callable
-
-
-def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that imports ``package.<module>`` only when one of its names is used."""
-    def __getattr__(name: str) -> Any:
-        if name not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
-    return __getattr__
+# lazy_exports stays importable from here for bench/ and server/ (`from .. import lazy_exports`)
+_EXPORTS = {"write_lite0_onnx": "lite0_onnx"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
