@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from shelfsight.bundle import load_bundle, write_manifest
+from shelfsight.bundle import load_bundle
 from shelfsight.datasets import Dataset, Sample, load_dataset
 from shelfsight.errors import DatasetError
 from shelfsight.images import UnreadableImage, read_image
@@ -104,11 +104,8 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
                                           "iconic_"))
     spec, index_files = index.spec, list(index.files)
     index.close()
-    manifest = dict(bundle.manifest, index=spec, thresholds=thresholds)
-    manifest["metrics"] = dict(manifest.get("metrics", {}), search=report)
-    files = [n for n in manifest["files"] if n not in set((bundle.index or {}).get("checksums", {}))] + index_files
-    manifest["files"] = {n: manifest["files"][n] for n in manifest["files"] if n in files}
-    write_manifest(bundle.root, manifest, files)
+    bundle.with_index(spec, index_files, thresholds=thresholds,
+                      metrics=dict(bundle.manifest.get("metrics", {}), search=report))
     CatalogIndex.load(bundle.root, bundle.model_sha256).remove_unused_files()
     return report
 

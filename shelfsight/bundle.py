@@ -84,6 +84,14 @@ class Bundle:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def with_index(self, spec: dict[str, Any], index_files: list[str], **sections: Any) -> dict[str, Any]:
+        """Write the manifest with a new index section: the old index's files leave the
+        checksummed list, ``index_files`` join it; ``sections`` (thresholds, metrics) replace
+        theirs. The one place an index is swapped into a bundle. Returns the manifest written."""
+        old = set((self.index or {}).get("checksums", {}))
+        kept = {n: e for n, e in self.manifest["files"].items() if n not in old}
+        return write_manifest(self.root, dict(self.manifest, index=spec, files=kept, **sections), index_files)
+
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Open a bundle directory (or .tar.gz) and verify it.

@@ -22,7 +22,7 @@ from shelfsight.errors import ConfigError
               help="Re-embed the catalog with the bundle's current model, or fold on-device enrolments in.")
 def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, rebuild):
     """Embed the catalog with the bundle's own model and write a search index into the bundle."""
-    from shelfsight.bundle import load_bundle, write_manifest
+    from shelfsight.bundle import load_bundle
 
     from ..indexing import build_index
     from ..catalog.search import CatalogIndex
@@ -33,10 +33,7 @@ def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, re
             raise ConfigError(f"{bundle} has no index to rebuild; build one with --catalog DATA")
         idx = CatalogIndex.load(b.root, b.model_sha256)  # refuses an index of another model: re-embed with --catalog
         spec = idx.rebuild()
-        manifest = dict(b.manifest, index=spec)
-        old = set((b.index or {}).get("checksums", {}))
-        write_manifest(b.root, dict(manifest, files={k: v for k, v in b.manifest["files"].items() if k not in old}),
-                       list(idx.files))
+        b.with_index(spec, list(idx.files))
         idx.remove_unused_files()
         click.echo(json.dumps({"rebuilt": True, "items": spec["item_count"], "vectors": spec["vector_count"]}))
         return
