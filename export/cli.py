@@ -29,17 +29,17 @@ def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, cali
            max_drop, data, archive):
     """Compress and convert a training run into a bundle the edge runtime loads."""
     from .exporter import export_run
-    from .options import PruneOptions, QATOptions, QuantizationConfig
+    from .options import ExportOptions, PruneOptions, QATOptions, QuantizationConfig
 
     if qat is None:
         qat = quantize == "int8"
     elif qat and quantize != "int8":
         raise click.UsageError(f"--qat needs --quantize int8, got {quantize}")
-
-    result = export_run(run_dir, out, QuantizationConfig(quantize, calibration_images),
-                        prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
-                        qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
-                        max_drop=max_drop, data=data, progress=not progress_disabled())
+    options = ExportOptions(QuantizationConfig(quantize, calibration_images),
+                            prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
+                            qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
+                            max_drop=max_drop, data=data)
+    result = export_run(run_dir, out, options, progress=not progress_disabled())
     m = result.manifest
     summary = {"bundle": str(result.bundle), "quantization": quantize,
                "model_bytes": m["files"]["model.tflite"]["size"], "qat": bool(qat),

@@ -21,7 +21,7 @@ from shelfsight.run import Run
 
 from .bundle_writer import embed_metadata, model_section, prepare_bundle_dir, tool_versions
 from .guard import GuardReport, compare
-from .options import PruneOptions, QATOptions, QuantizationConfig
+from .options import ExportOptions, PruneOptions, QATOptions, QuantizationConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,14 @@ class ExportResult:
     guard: GuardReport | None
 
 
-def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationConfig,
-               prune: PruneOptions | None = None, qat: QATOptions | None = None,
-               archive: bool = False, margin: float = 10.0, max_drop: float | None = None,
-               data: str | Path | None = None, progress: bool = True) -> ExportResult:
-    """Export a training run as a bundle.
-
-    Args:
-        data: dataset for calibration and the val comparison (default: the run's own).
-        margin: per-class drop (points) above which a class is named in the report.
-        max_drop: fail (RegressionError) when any class drops more than this many points.
-    """
+def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(),
+               progress: bool = True) -> ExportResult:
+    """Export a training run as a bundle (see `ExportOptions` for the choices)."""
     from shelfsight.training.model import load_model, predict
 
+    quantization, prune, qat, margin = options.quantization, options.prune, options.qat, options.margin
     run = Run.load(run_dir)
-    if qat and quantization.mode != "int8":
-        raise ConfigError(f"--qat needs --quantize int8, got {quantization.mode}")
-    train_images, val = _load_data(run, data, progress)
+    train_images, val = _load_data(run, options.data, progress)
     model = load_model(run.model_path)
     # The guard compares the shipped model with the float model as trained; predict before
     # pruning, which changes the trained layers in place.
@@ -63,7 +54,7 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
 
     out = prepare_bundle_dir(out)  # re-export replaces the bundle; index files would be stale
     model_path = _write_model(out, tflite, run)
-    metrics, thresholds, guard = _evaluate(model_path, run, val, float_val, margin if max_drop is None else max_drop,
+    metrics, thresholds, guard = _evaluate(model_path, run, val, float_val, margin if options.max_drop is None else options.max_drop,
                                            progress)
     config = run.config
     manifest = bundle_format.new_manifest(
@@ -81,8 +72,8 @@ def export_run(run_dir: str | Path, out: str | Path, quantization: QuantizationC
                     "tools": tool_versions()},
     )
     manifest = bundle_format.write_manifest(out, manifest)
-    _check_guard(guard, out, quantization.mode, margin, max_drop)
-    archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
+    _check_guard(guard, out, quantization.mode, margin, options.max_drop)
+    archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if options.archive else None
     return ExportResult(out, archive_path, manifest, guard)
 
 

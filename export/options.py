@@ -1,7 +1,8 @@
-"""Export options: quantization (named constructors as in MediaPipe Model Maker) and pruning."""
+"""Export options: quantization (named constructors as in MediaPipe Model Maker), pruning, QAT,
+and `ExportOptions`, which holds one export's choices."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shelfsight.errors import ConfigError
 
@@ -83,3 +84,33 @@ class QATOptions:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError(f"QAT: epochs and batch size >= 1, learning rate > 0 (got {self})")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """One export's choices (what `shelfsight export` flags set).
+
+    Attributes:
+        quantization: the .tflite's number format.
+        prune: magnitude pruning before conversion (None: no pruning).
+        qat: quantization-aware training before int8 conversion (None: post-training
+            quantization only; the CLI turns QAT on for int8 unless --ptq is given).
+        archive: also write BUNDLE.tar.gz.
+        margin: per-class drop (points) above which a class is named in the report.
+        max_drop: refuse to ship (RegressionError) when any class drops more than this.
+        data: dataset for calibration and the val comparison (None: the run's own).
+    """
+
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    prune: PruneOptions | None = None
+    qat: QATOptions | None = None
+    archive: bool = False
+    margin: float = 10.0
+    max_drop: float | None = None
+    data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.qat and self.quantization.mode != "int8":
+            raise ConfigError(f"--qat needs --quantize int8, got {self.quantization.mode}")
+        if self.margin < 0 or (self.max_drop is not None and self.max_drop < 0):
+            raise ConfigError(f"margin and max drop must be >= 0, got {self.margin}, {self.max_drop}")

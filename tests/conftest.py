@@ -34,10 +34,10 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def int8_bundle(tiny_run, tmp_path_factory) -> Path:
     from shelfsight.export.exporter import export_run
-    from shelfsight.export.options import QuantizationConfig
+    from shelfsight.export.options import ExportOptions, QuantizationConfig
 
     out = tmp_path_factory.mktemp("bundle") / "int8"
-    export_run(tiny_run, out, QuantizationConfig.for_int8(64), progress=False)
+    export_run(tiny_run, out, ExportOptions(QuantizationConfig.for_int8(64)), progress=False)
     return out
 
 

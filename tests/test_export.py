@@ -35,9 +35,9 @@ def _keras_outputs(tiny_run, images):
 def test_float_like_modes_agree_with_keras(mode, tiny_run, sample_data, tmp_path):
     from shelfsight.edge.runtime import Recognizer
     from shelfsight.export.exporter import export_run
-    from shelfsight.export.options import QuantizationConfig
+    from shelfsight.export.options import ExportOptions, QuantizationConfig
 
-    result = export_run(tiny_run, tmp_path / mode, QuantizationConfig(mode), progress=False)
+    result = export_run(tiny_run, tmp_path / mode, ExportOptions(QuantizationConfig(mode)), progress=False)
     images = _val_images(sample_data)
     k_scores, k_emb = _keras_outputs(tiny_run, images)
     with Recognizer.create_from_bundle(result.bundle) as rec:
@@ -142,10 +142,10 @@ def test_archive_round_trip_and_unsafe_archive(int8_bundle, tmp_path):
 
 def test_pruning_reaches_the_asked_sparsity(tiny_run, tmp_path):
     from shelfsight.export.exporter import export_run
-    from shelfsight.export.options import PruneOptions, QuantizationConfig
+    from shelfsight.export.options import ExportOptions, PruneOptions, QuantizationConfig
 
-    result = export_run(tiny_run, tmp_path / "pruned", QuantizationConfig.for_int8(32),
-                        prune=PruneOptions(sparsity=0.5, epochs=1, frequency=1), progress=False)
+    result = export_run(tiny_run, tmp_path / "pruned", ExportOptions(QuantizationConfig.for_int8(32),
+                        prune=PruneOptions(sparsity=0.5, epochs=1, frequency=1)), progress=False)
     achieved = result.manifest["provenance"]["pruning"]["achieved"]
     assert achieved["overall"] >= 0.5 - 1e-3
     assert all(v >= 0.49 for v in achieved["layers"].values()), achieved["layers"]
@@ -155,11 +155,11 @@ def test_pruning_reaches_the_asked_sparsity(tiny_run, tmp_path):
 def test_qat_export_loads_and_qat_needs_int8(tiny_run, tmp_path):
     from shelfsight.edge.runtime import health_check
     from shelfsight.export.exporter import export_run
-    from shelfsight.export.options import QATOptions, QuantizationConfig
+    from shelfsight.export.options import ExportOptions, QATOptions, QuantizationConfig
 
     with pytest.raises(ConfigError, match="--qat needs --quantize int8"):
-        export_run(tiny_run, tmp_path / "x", QuantizationConfig.for_float16(), qat=QATOptions(epochs=1), progress=False)
-    result = export_run(tiny_run, tmp_path / "qat", QuantizationConfig.for_int8(32), qat=QATOptions(epochs=1),
+        ExportOptions(QuantizationConfig.for_float16(), qat=QATOptions(epochs=1))
+    result = export_run(tiny_run, tmp_path / "qat", ExportOptions(QuantizationConfig.for_int8(32), qat=QATOptions(epochs=1)),
                         progress=False)
     assert health_check(result.bundle)["bundle_id"] == result.manifest["bundle_id"]
     # regression: QAT on unfolded BatchNorm with tfmot's [-6, 6] starting ranges collapsed to ~40%

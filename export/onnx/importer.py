@@ -91,11 +91,7 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
                                     name=Path(model_path).stem)
 
     out = prepare_bundle_dir(out)
-    model_file = out / bundle_format.MODEL_FILE
-    model_file.write_bytes(shipped)
-    (out / bundle_format.LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
-    embed_metadata(model_file, labels, name=f"shelfsight onnx {Path(model_path).stem}",
-                   description="Image classifier imported from ONNX, with an embedding output for similarity search")
+    model_file = _write_model(out, shipped, labels, Path(model_path).stem)
     comparison = {"float32": float_check, mode: tflite_agreement(model_file, compare_set, ref_scores, ref_embedding)}
     log.info("%s model in the bundle vs onnxruntime: %s", mode, comparison[mode].summary())
     if comparison[mode].top1_agreement < MIN_QUANTIZED_AGREEMENT:
@@ -115,6 +111,16 @@ def import_onnx(model_path: str | Path, calib: str | Path, labels_path: str | Pa
     manifest = bundle_format.write_manifest(out, manifest)
     archive_path = bundle_format.pack_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
     return ImportResult(out, archive_path, manifest, comparison)
+
+
+def _write_model(out: Path, tflite: bytes, labels: tuple[str, ...], stem: str) -> Path:
+    """model.tflite (with embedded metadata) and labels.txt in the bundle directory."""
+    model_file = out / bundle_format.MODEL_FILE
+    model_file.write_bytes(tflite)
+    (out / bundle_format.LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+    embed_metadata(model_file, labels, name=f"shelfsight onnx {stem}",
+                   description="Image classifier imported from ONNX, with an embedding output for similarity search")
+    return model_file
 
 
 def _convert(model, image: ImageInput, heads: Heads, options: ImportOptions, images: np.ndarray,

@@ -39,22 +39,24 @@ def _step(title: str) -> float:
               help="Also start the reference sync server on loopback and send the events to it.")
 def demo(out, data, image_size, with_sync):
     """Train, export, index, run and benchmark on the bundled sample, end to end."""
-    from shelfsight.edge.indexing import build_index
-    from shelfsight.images import read_image
-    from shelfsight.edge.runtime.recognizer import Recognizer
-    from shelfsight.edge.pipeline.runner import RunOptions, run
-    from shelfsight.edge.pipeline.sinks import JsonlSink
-    from shelfsight.edge.pipeline.sources import open_source
-    from shelfsight.export.exporter import export_run
-    from shelfsight.export.options import QuantizationConfig
-    from shelfsight.tools.make_video import make_video
-    from shelfsight.training.options import ModelOptions, TrainOptions
-    from shelfsight.training.trainer import train
-
-    progress = not progress_disabled()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_dir, bundle_dir = out / "run", out / "bundle"
+    progress = not progress_disabled()
+    _train_step(data, run_dir, image_size, progress)
+    _export_step(run_dir, bundle_dir, data, progress)
+    _index_step(bundle_dir, data, progress)
+    video, picks = _run_step(out, bundle_dir, data)
+    _bench_step(out, bundle_dir, data)
+    if with_sync:
+        _sync_step(out, bundle_dir, video)
+    click.secho(f"\nbundle: {bundle_dir.resolve()}", bold=True)
+    click.echo(f"try:    shelfsight classify {bundle_dir} {picks[0].path}")
+
+
+def _train_step(data, run_dir: Path, image_size: int, progress: bool) -> None:
+    from shelfsight.training.options import ModelOptions, TrainOptions
+    from shelfsight.training.trainer import train
 
     t = _step(f"1. train efficientnet_lite0 @ {image_size}px on {data}")
     metrics = train(data, run_dir, ModelOptions(image_size=image_size),
@@ -62,12 +64,24 @@ def demo(out, data, image_size, with_sync):
     val = metrics.get("val", {})
     click.echo(f"   val top-1 {val.get('top1', float('nan')):.3f} ({time.perf_counter() - t:.0f}s) -> {run_dir}")
 
+
+def _export_step(run_dir: Path, bundle_dir: Path, data, progress: bool) -> None:
+    from shelfsight.export.exporter import export_run
+    from shelfsight.export.options import ExportOptions, QuantizationConfig
+
     t = _step("2. export an int8 bundle")
-    result = export_run(run_dir, bundle_dir, QuantizationConfig.for_int8(), data=data, progress=progress)
+    result = export_run(run_dir, bundle_dir, ExportOptions(QuantizationConfig.for_int8(), data=str(data)),
+                        progress=progress)
     m = result.manifest
     click.echo(f"   model.tflite {m['files']['model.tflite']['size'] / 1e6:.2f} MB, val top-1 "
                f"{m['metrics'].get('val_top1', float('nan')):.3f}, agreement with float "
                f"{m['metrics']['float_comparison']['top1_agreement']:.3f} ({time.perf_counter() - t:.0f}s)")
+
+
+def _index_step(bundle_dir: Path, data, progress: bool) -> None:
+    from shelfsight.edge.indexing import build_index
+    from shelfsight.edge.runtime.recognizer import Recognizer
+    from shelfsight.images import read_image
 
     t = _step("3. index the catalog (iconic + train images) with the bundle's own model")
     report = build_index(bundle_dir, data, progress=progress)
@@ -78,6 +92,15 @@ def demo(out, data, image_size, with_sync):
         probe = val_samples(data)[0]
         hits = rec.index.search(rec.embed(read_image(probe.path)), 3)
     click.echo(f"   search {probe.path.name}: " + ", ".join(f"{m.item_id} {m.similarity:.3f}" for m in hits))
+
+
+def _run_step(out: Path, bundle_dir: Path, data) -> tuple[Path, list]:
+    """The edge runtime on a video of one val image per product; returns the video and its products."""
+    from shelfsight.edge.pipeline.runner import RunOptions, run
+    from shelfsight.edge.pipeline.sinks import JsonlSink
+    from shelfsight.edge.pipeline.sources import open_source
+    from shelfsight.edge.runtime.recognizer import Recognizer
+    from shelfsight.tools.make_video import make_video
 
     t = _step("4. run the edge runtime on a video of val images (never seen in training)")
     picks, seen = [], set()
@@ -97,19 +120,16 @@ def demo(out, data, image_size, with_sync):
     click.echo(f"   {summary.events} events for {len(picks)} products ({right} name the product on screen), "
                f"{summary.frames} frames at {summary.fps:.0f} fps, inference p50 {summary.inference_p50_ms:.1f} ms "
                f"({time.perf_counter() - t:.0f}s) -> {events_path}")
+    return video, picks
 
+
+def _bench_step(out: Path, bundle_dir: Path, data) -> None:
     t = _step("5. benchmark the bundle on this device")
     bench = subprocess.run([sys.executable, "-m", "shelfsight", "bench", str(bundle_dir), "--threads", "1,2",
                             "--min-time", "2", "--data", str(data), "--out", str(out / "bench")])
     if bench.returncode != 0:
         click.echo(f"   benchmark failed (exit {bench.returncode}); the bundle itself is fine", err=True)
     click.echo(f"   report: {out / 'bench' / 'report.md'} ({time.perf_counter() - t:.0f}s)")
-
-    if with_sync:
-        _sync_step(out, bundle_dir, video)
-
-    click.secho(f"\nbundle: {bundle_dir.resolve()}", bold=True)
-    click.echo(f"try:    shelfsight classify {bundle_dir} {picks[0].path}")
 
 
 def _sync_step(out: Path, bundle_dir: Path, video: Path) -> None:
