@@ -115,3 +115,13 @@ def test_pyproject_lists_every_package_of_the_tree():
     found = {_module_name(p) for folder in FOLDERS for p in (ROOT / folder).rglob("__init__.py")}
     assert listed == found
     assert (ROOT / "shelfsight" / "py.typed").is_file()
+
+
+def test_paths_the_code_derives_from_its_own_location_exist():
+    """Moves between packages must carry the paths computed from __file__ along."""
+    from shelfsight.app.demo import SAMPLE
+    from shelfsight.tools.bench.compare import MEDIAPIPE_SCRIPT, PEERS_DIR
+
+    assert SAMPLE == ROOT / "assets" / "grocery-sample" and (SAMPLE / "train").is_dir()
+    assert MEDIAPIPE_SCRIPT.is_file()
+    assert PEERS_DIR.parents[1] == ROOT  # where tools/peers/setup_env.sh puts .venv-peers

@@ -17,7 +17,7 @@ import click
 
 from shelfsight.console import progress_disabled
 
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "grocery-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "grocery-sample"
 
 
 def val_samples(data):

@@ -30,7 +30,7 @@ from shelfsight.errors import ConfigError
 from .backends import module_missing
 
 PEERS = ("mediapipe", "onnxruntime", "tflite")
-PEERS_DIR = Path(__file__).resolve().parent / "peers"
+PEERS_DIR = Path(__file__).resolve().parents[1] / "peers"  # tools/peers; the peer venv sits at the repo root
 MEDIAPIPE_SCRIPT = PEERS_DIR / "mediapipe_bench.py"
 PEERS_PYTHON_ENV = "SHELFSIGHT_PEERS_PYTHON"
 WORKER_TIMEOUT_S = 900
