@@ -54,7 +54,8 @@ def _timed(fn, inputs: list, min_time: float, warmup: int, min_runs: int) -> tup
 
 def _peak_rss() -> int:
     """VmHWM (this program's high-water mark; ru_maxrss would include the parent's size at
-    fork on Linux), else ru_maxrss."""
+    fork on Linux), else ru_maxrss. The same as `shelfsight.tools.bench.worker`'s on purpose:
+    this script runs in the peer venv, where shelfsight is not installed."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
