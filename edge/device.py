@@ -24,6 +24,7 @@ from typing import Callable
 
 from shelfsight.errors import ConfigError
 
+from .objects import BundleCrops, ObjectsOptions, ObjectStage
 from .pipeline.health import Health
 from .pipeline.runner import RunOptions, RunSummary, run
 from .pipeline.sinks import make_sinks
@@ -53,6 +54,8 @@ class DeviceOptions:
         run: the run loop's options (ROI, quality gate, smoothing, frame dropping, ...).
         sync: outbox / uploader / bundle store and update poller; None: no sync.
         metrics_port: serve Prometheus metrics on this port (0: any free one); None: no server.
+        objects: every product in view (proposals, tracks, per-object events); None (default):
+            one answer per frame, as the single-object mode has always done.
     """
 
     recognizer: RecognizerOptions
@@ -62,6 +65,7 @@ class DeviceOptions:
     run: RunOptions = field(default_factory=RunOptions)
     sync: SyncConfig | None = None
     metrics_port: int | None = None
+    objects: ObjectsOptions | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.recognizer, RecognizerOptions):
@@ -75,6 +79,8 @@ class DeviceOptions:
             raise ConfigError(f"device sync must be a SyncConfig or None, got {type(self.sync).__name__}")
         if not isinstance(self.sinks, tuple):
             raise ConfigError(f"device sinks must be a tuple of sink specs, got {type(self.sinks).__name__}")
+        if self.objects is not None and not isinstance(self.objects, ObjectsOptions):
+            raise ConfigError(f"device objects must be ObjectsOptions or None, got {type(self.objects).__name__}")
         port = self.metrics_port
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
             raise ConfigError(f"metrics_port must be a port number 0..65535 or None, got {port!r}")
@@ -113,6 +119,11 @@ class Device:
             self.bundle_dir = self._bundle_dir(service)
             recognizer = ReloadableRecognizer(self.bundle_dir, self._factory)
             started.callback(recognizer.close)
+            stage = None
+            if options.objects is not None:
+                stage = ObjectStage(options.objects, BundleCrops(lambda: recognizer.current), self.health,
+                                    jpeg_quality=options.run.jpeg_quality)
+                started.callback(stage.close)
             sinks = make_sinks(list(options.sinks))
             if service is not None:
                 if service.updater is not None:
@@ -123,7 +134,7 @@ class Device:
             if options.metrics_port is not None:
                 started.callback(self.health.serve(options.metrics_port).close)
             return run(open_source(options.source, loop=options.loop), recognizer, sinks, options.run,
-                       health=self.health, stop=stop, handle_signals=handle_signals)
+                       health=self.health, stop=stop, handle_signals=handle_signals, objects=stage)
 
     def _bundle_dir(self, service: SyncService | None) -> Path:
         """The given bundle, or the bundle store's current one (the given bundle installed first)."""

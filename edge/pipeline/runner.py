@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -88,6 +88,18 @@ class RunOptions:
             raise ConfigError(f"max_frames must be a whole number >= 1 or None, got {self.max_frames!r}")
 
 
+class FrameObjects(Protocol):
+    """A per-object stage (`shelfsight.edge.objects.ObjectStage`), run instead of the recogniser.
+
+    ``process(image, frame) -> (events, caption, inference ms)``; ``finish()`` gives the
+    events of the objects still in view when the run ends.
+    """
+
+    def process(self, image: np.ndarray, frame: Frame) -> tuple[list[dict], str, float]: ...
+
+    def finish(self) -> list[dict]: ...
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What a run did. Latency percentiles cover the last 10,000 frames; NaN when there were none.
@@ -123,7 +135,7 @@ class RunSummary:
 
 def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
         options: RunOptions | None = None, *, health: Health | None = None, stop: threading.Event | None = None,
-        handle_signals: bool = True) -> RunSummary:
+        handle_signals: bool = True, objects: FrameObjects | None = None) -> RunSummary:
     """Recognise frames from `source` until it ends, `max_frames`, a signal, or `stop` is set.
 
     Args:
@@ -134,6 +146,8 @@ def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
         health: metrics to update (a fresh `Health` if None).
         stop: set it from another thread to stop after the current frame.
         handle_signals: install SIGTERM/SIGINT handlers (only possible in the main thread).
+        objects: a per-object stage: each frame that passes the gate goes to it (not to
+            ``recognizer``) and its events go to the sinks.
 
     Raises:
         SourceError: a file source cannot be opened or fails while reading.
@@ -141,7 +155,7 @@ def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
     """
     try:
         loop = _Loop(source, recognizer, list(sinks), options or RunOptions(), health or Health(),
-                     stop or threading.Event())
+                     stop or threading.Event(), objects)
     except BaseException:
         _close_sinks(sinks)
         raise
@@ -160,8 +174,8 @@ def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
 
 class _Loop:
     def __init__(self, source: FrameSource, recognizer: FrameRecognizer, sinks: list[Sink], options: RunOptions,
-                 health: Health, stop: threading.Event) -> None:
-        self.source, self.recognizer, self.sinks = source, recognizer, sinks
+                 health: Health, stop: threading.Event, objects: FrameObjects | None = None) -> None:
+        self.source, self.recognizer, self.sinks, self.objects = source, recognizer, sinks, objects
         self.options, self.health, self.stop = options, health, stop
         self.smoother = TemporalSmoother(options.smoothing)
         self.preview = Preview() if options.show else None
@@ -194,6 +208,9 @@ class _Loop:
             if self.options.max_frames is not None and self.frames >= self.options.max_frames:
                 self.stopped_by = "max_frames"
                 break
+        if self.objects is not None:
+            for event in self.objects.finish():
+                self._emit(event)
 
     def close(self) -> None:
         self._ended = time.perf_counter()
@@ -230,6 +247,8 @@ class _Loop:
             self._skip(quality.reason)
             self.smoother.update(None)
             caption = f"skipped: {quality.reason}"
+        elif self.objects is not None:
+            caption = self._objects(image, frame)
         else:
             recognition = self._recognize(image, frame)
             if recognition is None:
@@ -263,6 +282,20 @@ class _Loop:
         self.inference_ms.append(float(recognition.latency_ms))
         self.health.record_recognition(float(recognition.latency_ms) / 1000.0, unknown)
         return recognition
+
+    def _objects(self, image: np.ndarray, frame: Frame) -> str:
+        try:
+            events, caption, inference_ms = self.objects.process(image, frame)
+        except Exception:  # as for the recogniser: one bad frame must not stop a device
+            self._skip("error")
+            if self.skipped["error"] == 1 or self.skipped["error"] % 100 == 0:
+                log.exception("object stage failed on frame %d of %s", frame.index, frame.source)
+            return "skipped: error"
+        self.recognized += 1
+        self.inference_ms.append(inference_ms)
+        for event in events:
+            self._emit(event)
+        return caption
 
     def _emit(self, event: dict) -> None:
         for sink in self.sinks:

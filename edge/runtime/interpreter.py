@@ -165,5 +165,22 @@ class TFLiteModel:
             out[name] = dequantize(value, o.scale, o.zero_point) if o.quantized else value.astype(np.float32)
         return out
 
+    @property
+    def batch_resizable(self) -> bool:
+        """Whether the input's batch dimension may be resized (its shape signature says -1)."""
+        signature = self._interp.get_input_details()[0].get("shape_signature")
+        return signature is not None and len(signature) > 0 and int(signature[0]) == -1
+
+    def run_batch(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """`run` on N x H x W x 3 pixels at once, the input resized to batch N first (needs
+        `batch_resizable`). Outputs have N rows."""
+        batch = int(pixels.shape[0])
+        if batch != self.input.shape[0]:
+            shape = [batch, *self.input.shape[1:]]
+            self._interp.resize_tensor_input(self.input.index, shape)
+            self._interp.allocate_tensors()
+            self.input = self._info(self._interp.get_input_details()[0], self.input.name)
+        return self.run(pixels)
+
     def close(self) -> None:
         self._interp = None

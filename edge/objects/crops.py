@@ -1,0 +1,95 @@
+"""Per-object recognition: each box cropped with a margin and run through the bundle's recogniser.
+
+Crops get exactly the bundle's preprocessing (`shelfsight.preprocess.prepare`), and the
+same post-processing as a whole frame (top-k, unknown threshold, similar catalog items).
+Where the interpreter can resize its batch dimension, the crops of one frame go through in
+one inference, padded to a power of two (so the interpreter is not re-allocated every time
+the number of objects changes); otherwise one inference per crop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from shelfsight.embeddings import l2_normalize
+from shelfsight.errors import ConfigError
+from shelfsight.preprocess import prepare
+
+from ..runtime.postprocess import Recognition, top_k
+from ..runtime.recognizer import EMBEDDING, SCORES, Recognizer
+from .boxes import Box
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """One crop's recognition and its unit-norm embedding (D,), which tracking compares."""
+
+    recognition: Recognition
+    embedding: np.ndarray
+
+
+class CropRecognizer(Protocol):
+    """Anything that names a list of BGR crops (the bundle's recogniser, test fakes)."""
+
+    def recognize_crops(self, crops: Sequence[np.ndarray]) -> list[CropResult]: ...
+
+
+def crop_with_margin(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """The box grown by ``margin`` of its width / height on each side, clipped to the image."""
+    height, width = image.shape[:2]
+    dx, dy = round(box.w * margin), round(box.h * margin)
+    x0, y0 = max(0, box.x - dx), max(0, box.y - dy)
+    x1, y1 = min(width, box.x + box.w + dx), min(height, box.y + box.h + dy)
+    return image[y0:y1, x0:x1]
+
+
+class BundleCrops:
+    """`CropRecognizer` over a bundle's `Recognizer`.
+
+    Args:
+        current: returns the recogniser to use now (a hot-reloading device swaps it).
+        max_batch: crops per inference at most (1 turns batching off).
+    """
+
+    def __init__(self, current: Callable[[], Recognizer], max_batch: int = 8) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
+        self._current, self.max_batch = current, max_batch
+
+    def recognize_crops(self, crops: Sequence[np.ndarray]) -> list[CropResult]:
+        recognizer = self._current()
+        if recognizer.model is None:
+            raise ConfigError("this recogniser is closed")
+        batched = self.max_batch > 1 and recognizer.model.batch_resizable
+        results: list[CropResult] = []
+        step = self.max_batch if batched else 1
+        for start in range(0, len(crops), step):
+            chunk = crops[start:start + step]
+            t0 = time.perf_counter()
+            pixels = np.stack([prepare(c, recognizer.spec) for c in chunk])
+            if batched:
+                padded = 1 << (len(chunk) - 1).bit_length()
+                if padded > len(chunk):
+                    pixels = np.concatenate([pixels, np.zeros((padded - len(chunk), *pixels.shape[1:]), pixels.dtype)])
+                out = recognizer.model.run_batch(pixels)
+            else:
+                out = recognizer.model.run(pixels)
+            per_crop_ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
+            for row in range(len(chunk)):
+                results.append(_result(recognizer, out[SCORES][row], out[EMBEDDING][row], per_crop_ms))
+        return results
+
+
+def _result(recognizer: Recognizer, scores: np.ndarray, embedding: np.ndarray, latency_ms: float) -> CropResult:
+    """The recogniser's post-processing of one row (as `Recognizer.recognize` does for a frame)."""
+    embedding = l2_normalize(embedding)
+    predictions = top_k(scores, recognizer.labels, recognizer.top_k)
+    best = predictions[0]
+    matches = (tuple(recognizer.index.search(embedding, recognizer.search_k,
+                                             min_similarity=recognizer.similarity_threshold))
+               if recognizer.index else ())
+    label = best.label if best.score >= recognizer.unknown_threshold else None
+    return CropResult(Recognition(label, best.score, predictions, matches, latency_ms), embedding)

@@ -1,0 +1,34 @@
+"""Per-object events: the run loop's event (`build_event`) of a track's best frame, plus the track.
+
+Keys added to the usual ones (id, time, source, frame, label, score, predictions, matches,
+latency_ms): "kind" ("object_confirmed" when a track is confirmed, "object_left" when it
+leaves), "track_id", "box" (x, y, w, h of the latest sighting), "best_frame" / "best_box"
+(the frame the label's best score came from), "first_seen" / "last_seen" (ISO 8601 UTC)
+with "first_frame" / "last_frame", "frames" (matched frames), "crossings" (count-line
+crossings so far: direction, frame, time) and "barcode" (value, symbology; None until read).
+"label" is the track's smoothed label. "jpeg", when asked for, is the best crop.
+"""
+from __future__ import annotations
+
+from ..pipeline.events import build_event, encode_jpeg, iso_time
+from ..pipeline.sources import Frame
+from .tracking import Track
+
+CONFIRMED, LEFT = "object_confirmed", "object_left"
+
+
+def object_event(kind: str, track: Track, frame: Frame, *, crop_jpeg=None, jpeg_quality: int | None = None) -> dict:
+    """The event of ``kind`` for ``track`` at ``frame`` (``crop_jpeg``: a BGR crop to attach)."""
+    best = track.best_sighting
+    event = build_event(best.recognition, frame)
+    event.update({
+        "kind": kind, "track_id": track.id, "label": track.label, "box": track.box.to_list(),
+        "best_frame": best.frame, "best_box": best.box.to_list(),
+        "first_seen": iso_time(track.first.time), "last_seen": iso_time(track.last.time),
+        "first_frame": track.first.frame, "last_frame": track.last.frame, "frames": track.hits,
+        "crossings": [dict(c) for c in track.crossings],
+        "barcode": dict(track.barcode) if track.barcode else None,
+    })
+    if crop_jpeg is not None and jpeg_quality is not None:
+        event["jpeg"] = encode_jpeg(crop_jpeg, jpeg_quality)
+    return event

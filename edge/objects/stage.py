@@ -1,0 +1,120 @@
+"""The per-object stage of the run loop: proposals -> crops -> recognition -> tracks -> events.
+
+    stage = ObjectStage(ObjectsOptions(backend="background"), BundleCrops(lambda: recognizer))
+    events, caption, latency_ms = stage.process(frame.image, frame)   # per frame
+    events = stage.finish(last_frame)                                  # the source ended
+
+It is what `run(..., objects=stage)` calls instead of the single-object recogniser. Per
+frame it emits one event per newly confirmed track and one per track that left; the
+count line's crossings are counted when a track leaves, under its final label
+(``counts[(label, direction)]``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..pipeline.health import Health
+from ..pipeline.sources import Frame
+from .barcodes import BarcodeReader
+from .counting import LineState
+from .crops import CropRecognizer, crop_with_margin
+from .events import CONFIRMED, LEFT, object_event
+from .metrics import ObjectMetrics
+from .options import ObjectsOptions
+from .proposals import Proposer, make_proposer
+from .tracking import Track, Tracker
+
+
+class ObjectStage:
+    """Args:
+        options: the per-object mode's options.
+        crops: names the crops (`BundleCrops` over the bundle's recogniser, or a fake).
+        health: the device's metrics; the per-object ones are added to its registry.
+        jpeg_quality: attach each track's best crop as JPEG (None: no picture leaves the device).
+        proposer: overrides the backend's proposer (tests).
+    """
+
+    def __init__(self, options: ObjectsOptions, crops: CropRecognizer, health: Health | None = None,
+                 jpeg_quality: int | None = None, proposer: Proposer | None = None) -> None:
+        self.options, self.crops, self.jpeg_quality = options, crops, jpeg_quality
+        self.proposer = proposer or make_proposer(options.backend, options.background, options.detector)
+        self.tracker = Tracker(options.tracking)
+        self.metrics = ObjectMetrics(health.registry) if health is not None else None
+        self.barcodes = BarcodeReader() if options.barcodes else None
+        self.counts: Counter[tuple[str | None, str]] = Counter()
+        self.proposals = 0
+        self._capped = 0
+        self._last_frame: Frame | None = None
+
+    def process(self, image: np.ndarray, frame: Frame) -> tuple[list[dict], str, float]:
+        """One frame: ``(events, caption, inference ms)``."""
+        self._last_frame = frame
+        boxes = self.proposer.propose(image)
+        self.proposals += len(boxes)
+        crops = [crop_with_margin(image, b, self.options.margin) for b in boxes]
+        results = self.crops.recognize_crops(crops) if crops else []
+        update = self.tracker.update(boxes, results, frame.index, frame.timestamp)
+        crop_of = {id(b): c for b, c in zip(boxes, crops)}
+        for track in update.seen:
+            self._follow(track, crop_of[id(track.box)])
+        events = [self._event(CONFIRMED, t, frame) for t in update.confirmed]
+        events += self._leave(update.left, frame)
+        in_view = sum(t.confirmed for t in update.seen)
+        self._update_metrics(len(update.confirmed), in_view)
+        caption = f"{in_view} objects: " + ", ".join(f"#{t.id} {t.label or 'unknown'}"
+                                                     for t in update.seen if t.confirmed)
+        return events, caption, float(sum(r.recognition.latency_ms for r in results))
+
+    def finish(self) -> list[dict]:
+        """The source ended: a "left" event for every confirmed track still open."""
+        left = self.tracker.finish()
+        if not left or self._last_frame is None:
+            return []
+        events = self._leave(left, self._last_frame)
+        self._update_metrics(0, 0)
+        return events
+
+    def close(self) -> None:
+        close = getattr(self.proposer, "close", None)
+        if close is not None:
+            close()
+
+    def _follow(self, track: Track, crop: np.ndarray) -> None:
+        """Per-track work of one sighting: count line, barcode, the best crop."""
+        line = self.options.count_line
+        if line is not None:
+            state = track.state.setdefault("line", LineState(line))
+            direction = state.update(track.box.center)
+            if direction is not None:
+                track.crossings.append({"direction": direction, "frame": track.last.frame, "time": track.last.time})
+        if self.barcodes is not None and track.barcode is None and (track.hits - 1) % self.options.barcode_every == 0:
+            track.barcode = self.barcodes.read(crop)
+        if self.jpeg_quality is not None and track.best_sighting is track.last:
+            track.state["best_crop"] = crop.copy()
+
+    def _event(self, kind: str, track: Track, frame: Frame) -> dict:
+        return object_event(kind, track, frame, crop_jpeg=track.state.get("best_crop"),
+                            jpeg_quality=self.jpeg_quality)
+
+    def _leave(self, tracks: tuple[Track, ...], frame: Frame) -> list[dict]:
+        for track in tracks:
+            for crossing in track.crossings:
+                self.counts[(track.label, crossing["direction"])] += 1
+                if self.metrics is not None:
+                    self.metrics.crossings.labels(label=str(track.label), direction=crossing["direction"]).inc()
+            if self.metrics is not None:
+                self.metrics.closed.inc()
+                self.metrics.barcodes.labels(decoded=str(track.barcode is not None).lower()).inc()
+        return [self._event(LEFT, t, frame) for t in tracks]
+
+    def _update_metrics(self, opened: int, in_view: int) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.opened.inc(opened)
+        self.metrics.in_view.set(in_view)
+        capped = self.proposer.capped
+        if capped > self._capped:
+            self.metrics.capped.inc(capped - self._capped)
+            self._capped = capped
