@@ -7,16 +7,20 @@ import sys
 
 import pytest
 
+BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "torch")
 BLOCKER = """
 import importlib.abc, sys
-BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "torch",
-           "shelfsight.training", "shelfsight.export")
+BLOCKED = %r
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name in BLOCKED or name.split(".")[0] in BLOCKED[:5] or any(name.startswith(b + ".") for b in BLOCKED):
-            raise ImportError("blocked: " + name)
+        if name.split(".")[0] in BLOCKED or any(name == b or name.startswith(b + ".")
+                                                for b in ("shelfsight.training", "shelfsight.export")):
+            raise ImportError("blocked: " + name, name=name)
 sys.meta_path.insert(0, Block())
-"""
+""" % (BLOCKED,)
+# a device install: shelfsight whole, but no TensorFlow and none of the server/plotting extras
+DEVICE_BLOCKER = BLOCKER.replace(repr(BLOCKED), repr(BLOCKED + ("aiohttp", "matplotlib"))).replace(
+    '("shelfsight.training", "shelfsight.export")', "()")
 
 SCRIPT = BLOCKER + """
 import json, sys
@@ -57,9 +61,31 @@ def test_cli_device_commands_import_without_tensorflow():
 from shelfsight.app.cli import cli, COMMANDS
 import importlib
 for name in ("classify", "run"):
-    module, attr = COMMANDS[name].split(":")
+    module, attr = COMMANDS[name].target.split(":")
     getattr(importlib.import_module(module), attr)
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_help_works_on_a_device_install_and_a_missing_extra_is_one_line():
+    script = DEVICE_BLOCKER + """
+import sys
+from shelfsight.app.cli import main
+main(sys.argv[1:])
+"""
+    run = lambda *args: subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                                       timeout=60)
+    listing = run("--help")
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    from shelfsight.app.cli import COMMANDS
+
+    section = listing.stdout.split("Commands:")[1].splitlines()
+    listed = [line.split()[0] for line in section if line.startswith("  ") and line[2] != " "]  # not wrapped help
+    assert listed == sorted(COMMANDS)
+    assert run("train", "--help").returncode == 0  # the training CLI parses without TensorFlow
+    out = run("sync-server", "--help")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert lines == ["error: 'sync-server' needs aiohttp, which is not installed: pip install 'shelfsight[sync]'"]

@@ -9,27 +9,41 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from dataclasses import dataclass
 
 import click
 
 from shelfsight.errors import ShelfsightError
 
-# name -> "module:attribute" of a click command. Add a line when a command works.
-COMMANDS: dict[str, str] = {
-    "sync": "shelfsight.edge.cli.sync:sync",
-    "sync-server": "shelfsight.tools.server.server:sync_server",
-    "sync-keys": "shelfsight.tools.server.keys:sync_keys",
-    "train": "shelfsight.training.cli:train",
-    "eval": "shelfsight.app.eval_cli:eval_command",
-    "export": "shelfsight.export.cli:export",
-    "import-onnx": "shelfsight.export.onnx.cli:import_onnx_command",
-    "classify": "shelfsight.edge.cli.recognize:classify",
-    "run": "shelfsight.edge.cli.recognize:run_command",
-    "demo": "shelfsight.app.demo:demo",
-    "bench": "shelfsight.tools.bench.cli:bench",
-    "index": "shelfsight.edge.cli.catalog:index",
-    "enroll": "shelfsight.edge.cli.catalog:enroll",
-    "search": "shelfsight.edge.cli.catalog:search",
+@dataclass(frozen=True)
+class Entry:
+    """A subcommand: where it lives, its one-line help (so `--help` imports nothing), and the
+    pip extra its module needs."""
+
+    target: str  # "module:attribute" of a click command
+    summary: str
+    extra: str = "edge"
+
+
+# Add a line when a command works.
+COMMANDS: dict[str, Entry] = {
+    "sync": Entry("shelfsight.edge.cli.sync:sync", "Send queued events to the sync server and/or install bundle updates."),
+    "sync-server": Entry("shelfsight.tools.server.server:sync_server",
+                         "Run the reference sync server: device events, bundle offers.", "sync"),
+    "sync-keys": Entry("shelfsight.tools.server.keys:sync_keys", "Ed25519 keys for signed bundle updates.", "sync"),
+    "train": Entry("shelfsight.training.cli:train", "Fine-tune an ImageNet backbone on product photos.", "train"),
+    "eval": Entry("shelfsight.app.eval_cli:eval_command", "Evaluate a training run or a bundle.", "train"),
+    "export": Entry("shelfsight.export.cli:export", "Compress and convert a training run into a bundle.", "train"),
+    "import-onnx": Entry("shelfsight.export.onnx.cli:import_onnx_command",
+                         "Convert an ONNX image classifier into a bundle.", "onnx"),
+    "classify": Entry("shelfsight.edge.cli.recognize:classify", "Name the product in each image."),
+    "run": Entry("shelfsight.edge.cli.recognize:run_command",
+                 "Recognise products from a camera, stream, video or folder."),
+    "demo": Entry("shelfsight.app.demo:demo", "Train, export, index, run and benchmark on the bundled sample.", "train"),
+    "bench": Entry("shelfsight.tools.bench.cli:bench", "Benchmark bundles or .tflite files on this device."),
+    "index": Entry("shelfsight.edge.cli.catalog:index", "Embed the catalog with the bundle's model; write a search index."),
+    "enroll": Entry("shelfsight.edge.cli.catalog:enroll", "Add a product on the device from a few photos."),
+    "search": Entry("shelfsight.edge.cli.catalog:search", "Find the catalog items that look most like IMAGE."),
 }
 
 
@@ -37,12 +51,24 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing imports every command for its help; the entries carry it instead
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name].summary) for name in self.list_commands(ctx)])
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             return None
-        module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        module, attr = entry.target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            missing = getattr(e, "name", None) or str(e)
+            if missing.startswith("shelfsight"):
+                raise  # our own module is broken: a bug, keep the traceback
+            raise click.ClickException(f"'{name}' needs {missing}, which is not installed: "
+                                       f"pip install 'shelfsight[{entry.extra}]'") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
