@@ -113,3 +113,22 @@ def test_teacher_on_other_classes_is_refused(tiny_run, tmp_path):
 
     with pytest.raises(DatasetError, match="teacher .* has 12 classes that differ from the data's 2"):
         teacher_scores(tiny_run, [Sample(tmp_path / "a.jpg", "a")], ("a", "b"), progress=False)
+
+
+def test_an_ensemble_teacher_is_the_mean_of_its_members(tiny_run, tmp_path, monkeypatch):
+    """`--teacher A --teacher B`: the soft target is the mean of A's and B's scores, mixed with the labels."""
+    from shelfsight.datasets import LoadedImages, Sample
+    from shelfsight.training import trainer
+    from shelfsight.training.options import TrainOptions
+
+    other = tmp_path / "other-run"
+    shutil.copytree(tiny_run, other)
+    scores = {str(tiny_run): np.array([[0.6, 0.4], [0.2, 0.8]], np.float32),
+              str(other): np.array([[1.0, 0.0], [0.4, 0.6]], np.float32)}
+    monkeypatch.setattr(trainer, "teacher_scores", lambda t, *_a, **_k: scores[str(t)])
+    options = TrainOptions(teacher=(str(tiny_run), str(other)), distill_weight=0.5)
+    assert options.teachers == (str(tiny_run), str(other))
+    tr = LoadedImages(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), [Sample(tmp_path / f"{i}.jpg", "ab"[i]) for i in range(2)], [])
+    y = trainer._targets(tr, ("a", "b"), options, progress=False)
+    np.testing.assert_allclose(y, [[0.9, 0.1], [0.15, 0.85]], atol=1e-6)
+    assert TrainOptions(teacher=str(tiny_run)).teachers == (str(tiny_run),) and TrainOptions().teachers == ()

@@ -30,7 +30,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--train-bn/--freeze-bn", "train_batchnorm", default=None, help="Update BatchNorm in stage 2 (default: frozen).")
 @click.option("--catalog/--no-catalog", "catalog_images", default=None,
               help="Add the dataset's catalog (iconic) images to training (default: on).")
-@click.option("--teacher", type=click.Path(), help="A training run to distil (its scores are soft targets).")
+@click.option("--teacher", type=click.Path(), multiple=True,
+              help="A training run to distil (its scores are soft targets); repeat for an ensemble (scores averaged).")
 @click.option("--distill-weight", type=float, help="Share of the target from the teacher (default 0.5).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--lr", "finetune_lr", type=float, help="Stage 2 peak learning rate (default 3e-4).")
@@ -60,7 +61,7 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
         click.echo(f"preset {preset}: {p.summary}; expected cost {p.cost}", err=True)
         click.echo(f"  {mo.backbone} {mo.image_size} px, {to.finetune_epochs} fine-tune epochs "
                    f"(fraction {to.finetune_fraction}), lr {to.finetune_lr}, EMA {to.ema_momentum}"
-                   + (f", teacher {to.teacher} x{to.distill_weight}" if to.teacher else ""), err=True)
+                   + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else ""), err=True)
     metrics = run_training(data, out, mo, to, progress=progress)
     val = metrics.get("val")
     summary = {"run": out, "preset": preset, "wall_time_s": metrics["wall_time_s"]}

@@ -74,7 +74,8 @@ class TrainOptions:
         train_batchnorm: update BatchNorm statistics and scales in stage 2 (frozen by default:
             batches of 32 give noisy statistics).
         catalog_images: add the dataset's catalog (iconic) images to the training set.
-        teacher: a training run whose class scores (cached once) are soft targets.
+        teacher: a training run, or several (an ensemble: their scores are averaged), whose
+            class scores (cached once) are soft targets.
         distill_weight: share of the target taken from the teacher (0..1).
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
         patience: early stopping on val accuracy (0: the fixed schedule, the default).
@@ -91,7 +92,7 @@ class TrainOptions:
     ema_momentum: float = 0.99
     train_batchnorm: bool = False
     catalog_images: bool = True
-    teacher: str | None = None
+    teacher: str | tuple[str, ...] | None = None
     distill_weight: float = 0.5
     augment: bool = True
     label_smoothing: float = 0.1
@@ -100,6 +101,13 @@ class TrainOptions:
     seed: int = 0
     mixed_precision: str = "auto"
     accept_share: float = 0.95
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher runs, none, one or an ensemble."""
+        if self.teacher is None:
+            return ()
+        return (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -118,8 +126,9 @@ class TrainOptions:
             raise ConfigError(f"label smoothing {self.label_smoothing} out of range [0, 0.5)")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ConfigError(f"distill weight {self.distill_weight} out of range [0, 1]")
-        if self.teacher is not None and not is_run(self.teacher):
-            raise ConfigError(f"teacher {self.teacher}: not a training run (no model.keras)")
+        for run in self.teachers:
+            if not is_run(run):
+                raise ConfigError(f"teacher {run}: not a training run (no model.keras)")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.mixed_precision not in ("auto", "on", "off"):

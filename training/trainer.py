@@ -87,6 +87,7 @@ def teacher_scores(teacher: str | Path, samples, labels: tuple[str, ...], progre
 
     Computed once before the student trains, so distillation costs the student's epochs
     nothing. The scores are of the un-augmented image; the student sees augmented views of it.
+    An ensemble teacher is the mean of its members' scores (`_targets`).
 
     Raises:
         DatasetError: the teacher was trained on other classes.
@@ -104,10 +105,10 @@ def teacher_scores(teacher: str | Path, samples, labels: tuple[str, ...], progre
 
 def _targets(tr: LoadedImages, labels: tuple[str, ...], options: TrainOptions, progress: bool) -> np.ndarray:
     y = keras.utils.to_categorical(tr.label_ids, len(labels)).astype(np.float32)
-    if options.teacher is None or options.distill_weight == 0:
+    if not options.teachers or options.distill_weight == 0:
         return y
     # Cross-entropy against this mixture has the gradient of CE(labels) plus KL to the teacher.
-    soft = teacher_scores(options.teacher, tr.samples, labels, progress)
+    soft = np.mean([teacher_scores(t, tr.samples, labels, progress) for t in options.teachers], axis=0)
     return (1.0 - options.distill_weight) * y + options.distill_weight * soft
 
 
