@@ -121,7 +121,7 @@ class Device:
             started.callback(recognizer.close)
             stage = None
             if options.objects is not None:
-                stage = ObjectStage(options.objects, BundleCrops(lambda: recognizer.current), self.health,
+                stage = ObjectStage(options.objects, BundleCrops(recognizer.using, options.objects.max_batch), self.health,
                                     jpeg_quality=options.run.jpeg_quality)
                 started.callback(stage.close)
             sinks = make_sinks(list(options.sinks))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .objects import build_objects, objects_options
 from .sync import config_from_options, sync_options
 
 RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
@@ -83,12 +84,16 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
               help="Process every frame, or only the newest (default: newest for cameras, every for files).")
 @click.option("--summary", type=click.Path(), help="Write the run summary as JSON here.")
 @click.option("--show", is_flag=True, help="Preview window with the annotated frame.")
+@objects_options
 @runtime_options
 @sync_options
 def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames, reset_frames, min_sharpness,
                 no_quality_gate, jpeg_quality, metrics_port, max_frames, every_frame, summary, show,
-                runtime, threads, delegate, **sync):
+                objects, count_line, scene, runtime, threads, delegate, **sync):
     """Recognise products from a camera, stream, video or folder until it ends or SIGTERM.
+
+    With --objects, every product in view is proposed, named, tracked and reported once
+    when confirmed and once when it leaves (see `shelfsight calibrate` for --scene).
 
     With --outbox, events also go to a durable outbox sent to --endpoint; with
     --bundle-store, BUNDLE is installed there once and updates from the server are
@@ -104,6 +109,7 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
         recognizer=RecognizerOptions(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
                                      top_k=top_k, search_k=search_k),
         source=source, loop=loop, sinks=tuple(sinks), metrics_port=metrics_port,
+        objects=build_objects(objects, count_line, scene, runtime, threads),
         run=RunOptions(
             roi=Roi.parse(roi) if roi else None,
             quality=QualityOptions.off() if no_quality_gate else QualityOptions(min_sharpness=min_sharpness),

@@ -8,9 +8,10 @@ the number of objects changes); otherwise one inference per crop.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 
@@ -50,17 +51,23 @@ class BundleCrops:
     """`CropRecognizer` over a bundle's `Recognizer`.
 
     Args:
-        current: returns the recogniser to use now (a hot-reloading device swaps it).
+        current: a recogniser, or returns a context manager holding the one to use now for
+            the block (`ReloadableRecognizer.using`: a hot reload waits until the frame's crops
+            are done instead of closing the interpreter under them).
         max_batch: crops per inference at most (1 turns batching off).
     """
 
-    def __init__(self, current: Callable[[], Recognizer], max_batch: int = 8) -> None:
+    def __init__(self, current: Recognizer | Callable[[], ContextManager[Recognizer]], max_batch: int = 8) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
-        self._current, self.max_batch = current, max_batch
+        self._current = current if callable(current) else (lambda: contextlib.nullcontext(current))
+        self.max_batch = max_batch
 
     def recognize_crops(self, crops: Sequence[np.ndarray]) -> list[CropResult]:
-        recognizer = self._current()
+        with self._current() as recognizer:
+            return self._recognize(recognizer, crops)
+
+    def _recognize(self, recognizer: Recognizer, crops: Sequence[np.ndarray]) -> list[CropResult]:
         if recognizer.model is None:
             raise ConfigError("this recogniser is closed")
         batched = self.max_batch > 1 and recognizer.model.batch_resizable

@@ -1,8 +1,8 @@
 """The per-object stage of the run loop: proposals -> crops -> recognition -> tracks -> events.
 
-    stage = ObjectStage(ObjectsOptions(backend="background"), BundleCrops(lambda: recognizer))
-    events, caption, latency_ms = stage.process(frame.image, frame)   # per frame
-    events = stage.finish(last_frame)                                  # the source ended
+    stage = ObjectStage(ObjectsOptions(backend="background"), BundleCrops(recognizer))
+    events, caption, latency_ms = stage.process(roi_image, frame, roi_origin)   # per frame
+    events = stage.finish()                                                     # the source ended
 
 It is what `run(..., objects=stage)` calls instead of the single-object recogniser. Per
 frame it emits one event per newly confirmed track and one per track that left; the
@@ -11,6 +11,7 @@ count line's crossings are counted when a track leaves, under its final label
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -48,12 +49,20 @@ class ObjectStage:
         self._capped = 0
         self._last_frame: Frame | None = None
 
-    def process(self, image: np.ndarray, frame: Frame) -> tuple[list[dict], str, float]:
-        """One frame: ``(events, caption, inference ms)``."""
+    def process(self, image: np.ndarray, frame: Frame,
+                origin: tuple[int, int] = (0, 0)) -> tuple[list[dict], str, float]:
+        """One frame: ``(events, caption, inference ms)``.
+
+        Proposals come from ``image`` (the run's ROI of ``frame``, its top-left corner at
+        ``origin``); boxes, tracks, the count line and events are in pixels of the whole frame,
+        and crops (with their margin) are cut from the whole frame.
+        """
         self._last_frame = frame
         boxes = self.proposer.propose(image)
+        if origin != (0, 0):
+            boxes = [dataclasses.replace(b, x=b.x + int(origin[0]), y=b.y + int(origin[1])) for b in boxes]
         self.proposals += len(boxes)
-        crops = [crop_with_margin(image, b, self.options.margin) for b in boxes]
+        crops = [crop_with_margin(frame.image, b, self.options.margin) for b in boxes]
         results = self.crops.recognize_crops(crops) if crops else []
         update = self.tracker.update(boxes, results, frame.index, frame.timestamp)
         crop_of = {id(b): c for b, c in zip(boxes, crops)}

@@ -8,10 +8,11 @@ recogniser keeps running.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +38,12 @@ class ReloadableRecognizer:
     def recognize(self, frame_bgr: np.ndarray, source: str = "") -> Recognition:
         with self._lock:
             return self._current.recognize(frame_bgr, source)
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[Recognizer]:
+        """The current recogniser, held for the block: a reload waits, so it is not closed under it."""
+        with self._lock:
+            yield self._current
 
     def reload(self, bundle_dir: str | Path) -> None:
         new = self._factory(Path(bundle_dir))  # raises: the old one stays

@@ -36,6 +36,8 @@ COMMANDS: dict[str, Entry] = {
     "export": Entry("shelfsight.export.cli:export", "Compress and convert a training run into a bundle.", "train"),
     "import-onnx": Entry("shelfsight.export.onnx.cli:import_onnx_command",
                          "Convert an ONNX image classifier into a bundle.", "onnx"),
+    "calibrate": Entry("shelfsight.edge.cli.objects:calibrate",
+                       "Learn a fixed camera's empty scene for run --objects background."),
     "classify": Entry("shelfsight.edge.cli.recognize:classify", "Name the product in each image."),
     "run": Entry("shelfsight.edge.cli.recognize:run_command",
                  "Recognise products from a camera, stream, video or folder."),
