@@ -8,12 +8,18 @@ Models with the standard ``TFLite_Detection_PostProcess`` outputs are read as th
     scores  1 x N       0..1
     count   1           valid rows
 
-The roles are taken from the output names where they say (detection_boxes, ...,
-num_detections), otherwise from the op's output order (boxes, classes, scores, count).
+The roles are taken from the model's TFLite metadata where it names the outputs
+("location", "category", "score", "number of detections"), else from the output names where
+they say (detection_boxes, ..., num_detections), else from the op's output order (boxes,
+classes, scores, count).
 A model without that op, giving decoded ``boxes 1 x N x 4`` and ``scores 1 x N x C``, gets
 NMS here. Either way boxes can be filtered by class id and score, and one class-agnostic NMS
 pass removes boxes of different classes on one object. The frame is resized (stretched) to
-the model's input; float and int8 inputs get ``(pixel - mean) / std``, uint8 inputs raw pixels.
+the model's input (its size read from the model); float and int8 inputs get
+``(pixel - mean) / std`` with mean and std from the options, else the metadata's
+NormalizationOptions, else 127.5 / 127.5 (inputs in -1..1, as SSD-MobileNet and
+EfficientDet-Lite take them); uint8 inputs get raw pixels (their quantisation is the
+normalisation).
 """
 from __future__ import annotations
 
@@ -27,8 +33,10 @@ from shelfsight.errors import ConfigError, ModelError
 
 from ..runtime.interpreter import TFLiteModel, TensorInfo
 from .boxes import Box, clip_box, nms
+from .detector_metadata import read_detector_metadata
 
 ROLES = ("boxes", "classes", "scores", "count")
+DEFAULT_NORM = (127.5,)
 _KEYWORDS = {"boxes": ("box", "location"), "classes": ("class", "categor"), "scores": ("score",),
              "count": ("num", "count")}
 
@@ -41,7 +49,8 @@ class DetectorOptions:
         min_score: boxes under this score are dropped (0..1).
         iou_threshold: NMS overlap above which the weaker box goes (0..1).
         max_proposals: boxes per frame at most (best scores kept; the rest counted).
-        mean, std: input normalisation for float / int8 inputs (uint8 inputs take raw pixels).
+        mean, std: input normalisation for float / int8 inputs (uint8 inputs take raw pixels);
+            None: the model's metadata, else 127.5.
         runtime, threads: passed to `TFLiteModel`.
     """
 
@@ -50,8 +59,8 @@ class DetectorOptions:
     min_score: float = 0.5
     iou_threshold: float = 0.5
     max_proposals: int = 16
-    mean: float = 127.5
-    std: float = 127.5
+    mean: float | None = None
+    std: float | None = None
     runtime: str = "auto"
     threads: int | None = None
 
@@ -63,8 +72,21 @@ class DetectorOptions:
             raise ConfigError(f"detector max_proposals must be a whole number >= 1, got {self.max_proposals!r}")
         if self.classes is not None and not isinstance(self.classes, tuple):
             raise ConfigError(f"detector classes must be a tuple of class ids or None, got {self.classes!r}")
-        if self.std <= 0:
+        if self.std is not None and self.std <= 0:
             raise ConfigError(f"detector std must be > 0, got {self.std!r}")
+
+
+def _shapes_ok(roles: dict[str, TensorInfo]) -> bool:
+    shapes = {role: roles[role].shape for role in ROLES}
+    n = shapes["boxes"][1] if len(shapes["boxes"]) == 3 else -1
+    return (shapes["boxes"] == (1, n, 4) and shapes["classes"] == (1, n) and shapes["scores"] == (1, n)
+            and int(np.prod(shapes["count"])) == 1)
+
+
+def _check_shapes(roles: dict[str, TensorInfo], outputs: dict[str, TensorInfo], path: Path | str) -> None:
+    if not _shapes_ok(roles):
+        raise ModelError(f"{path}: outputs {describe(outputs)}; the metadata names them "
+                         f"{', '.join(roles)}, but their shapes are not 1xNx4, 1xN, 1xN, 1")
 
 
 def describe(outputs: dict[str, TensorInfo]) -> str:
@@ -86,10 +108,7 @@ def output_roles(outputs: dict[str, TensorInfo], path: Path | str = "detector") 
             roles = {role: found[0] for role, found in named.items()}
         else:
             roles = dict(zip(ROLES, (o for _, o in infos)))
-        shapes = {role: roles[role].shape for role in ROLES}
-        n = shapes["boxes"][1] if len(shapes["boxes"]) == 3 else -1
-        if (shapes["boxes"] == (1, n, 4) and shapes["classes"] == (1, n) and shapes["scores"] == (1, n)
-                and int(np.prod(shapes["count"])) == 1):
+        if _shapes_ok(roles):
             return roles, True
     elif len(infos) == 2:
         by_rank = sorted((o for _, o in infos), key=lambda o: (o.shape[-1] != 4, o.index))
@@ -110,7 +129,18 @@ class DetectorProposer:
     def __init__(self, options: DetectorOptions) -> None:
         self.options = options
         self.model = TFLiteModel(options.model, options.runtime, options.threads)
-        self.roles, self.has_nms = output_roles(self.model.outputs, options.model)
+        metadata = read_detector_metadata(options.model)
+        by_index = {o.index: o for o in self.model.outputs.values()}
+        if metadata is not None and set(metadata.outputs) == set(ROLES):
+            self.roles = {role: by_index[index] for role, index in metadata.outputs.items()}
+            self.has_nms = True
+            _check_shapes(self.roles, self.model.outputs, options.model)
+        else:
+            self.roles, self.has_nms = output_roles(self.model.outputs, options.model)
+        self.mean = _norm(options.mean, metadata.mean if metadata is not None else None)
+        self.std = _norm(options.std, metadata.std if metadata is not None else None)
+        if (self.std <= 0).any():
+            raise ModelError(f"{options.model}: metadata normalisation std {self.std.tolist()} must be > 0")
         self.capped = 0
 
     def propose(self, frame_bgr: np.ndarray) -> list[Box]:
@@ -118,7 +148,7 @@ class DetectorProposer:
         rows, cols = self.model.input_size
         pixels = cv2.cvtColor(cv2.resize(frame_bgr, (cols, rows), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         if self.model.input.dtype != np.uint8:
-            pixels = (pixels.astype(np.float32) - self.options.mean) / self.options.std
+            pixels = (pixels.astype(np.float32) - self.mean) / self.std
         out = self.model.run(pixels)
         raw = {role: out[info.name][0] for role, info in self.roles.items()}
         if self.has_nms:
@@ -143,3 +173,8 @@ class DetectorProposer:
 
     def close(self) -> None:
         self.model.close()
+
+
+def _norm(given: float | None, from_metadata: tuple[float, ...] | None) -> np.ndarray:
+    """The options' value, else the metadata's (per channel), else `DEFAULT_NORM`."""
+    return np.asarray(given if given is not None else from_metadata or DEFAULT_NORM, np.float32)
