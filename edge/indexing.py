@@ -4,7 +4,9 @@ Catalog images are embedded through the same .tflite the device runs, so queries
 index vectors come from the same (int8) model. One item per product (SKU, else label);
 several images per item. With a val split, the index is tuned on val queries, a
 similarity threshold for "unknown" is calibrated on them, and item-level recall@1/@5 is
-measured (natural -> catalog images only, and natural -> everything indexed).
+measured (natural -> catalog images only, and natural -> everything indexed). An index of
+the natural photos also classifies: the manifest gets a ``fusion`` section
+(`runtime.fusion`), and the device blends the nearest items' votes into the class scores.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from shelfsight.images import UnreadableImage, read_image
 from shelfsight.metrics import calibrate_threshold, hit_rate_at_k
 
 from .catalog.items import Catalog, CatalogItem
+from .runtime.fusion import FusionSpec
 from .runtime.recognizer import Recognizer
 from .catalog.search import CatalogIndex, IndexOptions
 from .catalog.tuning import TuningOptions
@@ -59,9 +62,13 @@ def catalog_samples(ds: Dataset, include_train: bool) -> list[Sample]:
 
 def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train: bool = True,
                 target_recall: float = 0.95, pca_dim: int | None = None, accept_share: float = 0.95,
-                backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+                backend: str = "auto", progress: bool = True, fusion: bool = True) -> dict[str, Any]:
     """Embed the catalog of ``catalog_data`` with the bundle's model, index it into the bundle,
-    and update the manifest. Returns a report (counts, tuning, recall, threshold)."""
+    and update the manifest. Returns a report (counts, tuning, recall, threshold).
+
+    ``fusion``: with the train photos indexed, classify through the index too (`FusionSpec`'s
+    defaults); an iconic-only index (one studio image per product) only searches.
+    """
     bundle = load_bundle(bundle_path)
     train = load_dataset(catalog_data, "train")
     try:
@@ -104,7 +111,9 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
                                           "iconic_"))
     spec, index_files = index.spec, list(index.files)
     index.close()
-    bundle.with_index(spec, index_files, thresholds=thresholds,
+    fused = FusionSpec().to_manifest() if (fusion and include_train) else None
+    report["fusion"] = fused
+    bundle.with_index(spec, index_files, thresholds=thresholds, fusion=fused,
                       metrics=dict(bundle.manifest.get("metrics", {}), search=report))
     CatalogIndex.load(bundle.root, bundle.model_sha256).remove_unused_files()
     return report

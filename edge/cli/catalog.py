@@ -20,7 +20,9 @@ from shelfsight.errors import ConfigError
 @click.option("--backend", type=click.Choice(["auto", "annoy", "exact"]), default="auto", show_default=True)
 @click.option("--rebuild", is_flag=True,
               help="Re-embed the catalog with the bundle's current model, or fold on-device enrolments in.")
-def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, rebuild):
+@click.option("--fusion/--no-fusion", default=True, show_default=True,
+              help="Classify through the index too: the nearest train photos' votes blend into the class scores.")
+def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, rebuild, fusion):
     """Embed the catalog with the bundle's own model and write a search index into the bundle."""
     from shelfsight.bundle import load_bundle
 
@@ -40,7 +42,7 @@ def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, re
     if not catalog_data:
         raise click.UsageError("--catalog DATA is needed to build an index")
     report = build_index(bundle, catalog_data, include_train=not iconic_only, target_recall=target_recall,
-                         pca_dim=pca_dim, backend=backend, progress=not progress_disabled())
+                         pca_dim=pca_dim, backend=backend, progress=not progress_disabled(), fusion=fusion)
     click.echo(json.dumps(report))
 
 

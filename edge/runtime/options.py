@@ -49,6 +49,8 @@ class RecognizerOptions:
         top_k: classes reported per frame (>= 1).
         search_k: similar catalog items per frame (0 turns search off).
         unknown_threshold: overrides the bundle's calibrated score threshold (0..1).
+        fusion: blend the nearest catalog items' votes into the class scores when the bundle's
+            manifest has a ``fusion`` section (`fusion.py`); False: the classifier alone.
         smoothing: VIDEO and LIVE_STREAM only (None there: the default `SmoothingOptions()`);
             IMAGE mode has no frames before or after, so giving it there is an error.
         result_callback: LIVE_STREAM only, and required there.
@@ -62,6 +64,7 @@ class RecognizerOptions:
     top_k: int = 5
     search_k: int = 5
     unknown_threshold: float | None = None
+    fusion: bool = True
     smoothing: SmoothingOptions | None = None
     result_callback: ResultCallback | None = None
 

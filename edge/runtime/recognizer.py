@@ -13,7 +13,9 @@ exactly as the bundle's manifest says. The model gives ``scores`` (1 x C) and
 ``embedding`` (1 x D, unit norm) from one inference; classes under the bundle's unknown
 threshold give ``label=None``; the embedding is searched in the bundle's catalog index
 when it has one, and items under the bundle's similarity threshold are left out (no
-match at all is search's "unknown"). The running modes are described in `options`.
+match at all is search's "unknown"). When the manifest has a ``fusion`` section, the class
+scores are blended with the nearest items' votes (`fusion`); the unknown threshold still
+applies to the model's own best score, the scale it was calibrated on. The running modes are described in `options`.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from shelfsight.errors import BundleError, ConfigError
 from shelfsight.preprocess import prepare
 
 from .interpreter import TFLiteModel
+from .fusion import FusionSpec, fuse
 from .options import RecognizerOptions, RunningMode
 from .postprocess import Recognition, top_k
 from .smoothing import TemporalSmoother
@@ -86,7 +89,8 @@ class Recognizer:
     def _open(self, bundle: Bundle, options: RecognizerOptions) -> None:
         self.bundle, self.options = bundle, options
         self.spec = bundle.preprocess
-        self.index = None
+        self.index, self.fusion = None, None
+        self._class_of = {label: i for i, label in enumerate(bundle.labels)}
         self.model = TFLiteModel(bundle.model_path, options.runtime, options.threads, options.delegates)
         expected = (self.spec.size, self.spec.size)
         if self.model.input_size != expected:
@@ -105,6 +109,8 @@ class Recognizer:
             from ..catalog.search import CatalogIndex
 
             self.index = CatalogIndex.load(bundle.root, model_sha256=bundle.model_sha256)
+            if options.fusion:
+                self.fusion = FusionSpec.from_manifest(bundle.manifest.get("fusion"))
         smoothing = options.stream_smoothing
         self._smoother = TemporalSmoother(smoothing) if smoothing is not None else None
         self._last_timestamp_ms: int | None = None
@@ -180,11 +186,18 @@ class Recognizer:
     def _recognize(self, frame_bgr: np.ndarray, search: bool = True) -> Recognition:
         t0 = time.perf_counter()
         scores, embedding = self.infer(prepare(frame_bgr, self.spec))
+        confident = float(scores.max()) >= self.unknown_threshold
+        matches: tuple = ()
+        if self.index is not None and (search or self.fusion):
+            k = max(self.search_k, self.fusion.k if self.fusion else 0)
+            found = self.index.search(embedding, k)
+            if self.fusion:
+                scores = fuse(scores, found, self._class_of, self.fusion)
+            if search:
+                matches = tuple(m for m in found[:self.search_k] if m.similarity >= self.similarity_threshold)
         predictions = top_k(scores, self.labels, self.top_k)
         best = predictions[0]
-        matches = (tuple(self.index.search(embedding, self.search_k, min_similarity=self.similarity_threshold))
-                   if (search and self.index) else ())
-        label = best.label if best.score >= self.unknown_threshold else None
+        label = best.label if confident else None
         return Recognition(label, best.score, predictions, matches, (time.perf_counter() - t0) * 1000.0)
 
     def classify(self, frame_bgr: np.ndarray) -> Recognition:

@@ -30,6 +30,19 @@ def predict_target(target: Target, images: np.ndarray, progress: bool = False) -
     return predict(load_model(target.run.model_path), images)
 
 
+def fused_scores(target: Target, scores: np.ndarray, embeddings: np.ndarray) -> np.ndarray | None:
+    """A bundle's scores as its device gives them: blended with its catalog index when the
+    manifest has a fusion section (`shelfsight.edge.runtime.fusion`); None otherwise."""
+    bundle = target.bundle
+    if bundle is None or not bundle.index or not bundle.manifest.get("fusion"):
+        return None
+    from shelfsight.edge.catalog.search import CatalogIndex
+    from shelfsight.edge.runtime.fusion import FusionSpec, fuse_batch
+
+    with CatalogIndex.load(bundle.root, model_sha256=bundle.model_sha256) as index:
+        return fuse_batch(scores, embeddings, index, target.labels, FusionSpec.from_manifest(bundle.manifest["fusion"]))
+
+
 def evaluate(path: str | Path, data: str | Path, split: str = "val", out_dir: str | Path | None = None,
              accept_share: float = 0.95, progress: bool = True) -> dict[str, Any]:
     """Evaluate a run or bundle on one split of a dataset.
@@ -46,8 +59,13 @@ def evaluate(path: str | Path, data: str | Path, split: str = "val", out_dir: st
     loaded: LoadedImages = load_images(ds.samples, target.spec, target.labels, progress, f"{split} images")
     if len(loaded.images) == 0:
         raise DatasetError(f"{data}: no readable images in split {split}")
-    scores, _ = predict_target(target, loaded.images, progress)
-    report = classification_report(scores, loaded.label_ids, target.labels, ds.coarse_of, accept_share)
+    scores, embeddings = predict_target(target, loaded.images, progress)
+    fused = fused_scores(target, scores, embeddings)
+    report = classification_report(scores if fused is None else fused, loaded.label_ids, target.labels,
+                                   ds.coarse_of, accept_share)
+    if fused is not None:  # what the device answers is the fused score; the classifier alone beside it
+        alone = classification_report(scores, loaded.label_ids, target.labels, ds.coarse_of, accept_share)
+        report["classifier_alone"] = {k: alone[k] for k in ("top1", "top3", "top5", "coarse_top1") if k in alone}
     report.update(target=str(target.path), kind=target.kind, split=split,
                   skipped=[{"path": str(p), "reason": r} for p, r in loaded.skipped])
     if out_dir:
