@@ -11,10 +11,13 @@ export TF_USE_LEGACY_KERAS := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,train,onnx,sync,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,annoy,plots,server,train,onnx,dev]"
 	# tflite-support: its metadata schema only; tf2onnx: the benchmark's onnxruntime comparison.
 	# Both declare protobuf 3.20, which clashes with onnx2tf's pin; what they use runs on 4.25 (see README).
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tflite-support tf2onnx
+	# [onnx] pulls OpenCV's GUI build beside the core's headless one; both provide cv2, the last
+	# installed owns it: the GUI build, so `run --show` works on a developer's machine.
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall -c constraints.txt opencv-python
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -88,4 +88,4 @@ main(sys.argv[1:])
     out = run("sync-server", "--help")
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert lines == ["error: 'sync-server' needs aiohttp, which is not installed: pip install 'shelfsight[sync]'"]
+    assert lines == ["error: 'sync-server' needs aiohttp, which is not installed: pip install 'shelfsight[server]'"]

@@ -29,8 +29,8 @@ class Entry:
 COMMANDS: dict[str, Entry] = {
     "sync": Entry("shelfsight.edge.cli.sync:sync", "Send queued events to the sync server and/or install bundle updates."),
     "sync-server": Entry("shelfsight.tools.server.server:sync_server",
-                         "Run the reference sync server: device events, bundle offers.", "sync"),
-    "sync-keys": Entry("shelfsight.tools.server.keys:sync_keys", "Ed25519 keys for signed bundle updates.", "sync"),
+                         "Run the reference sync server: device events, bundle offers.", "server"),
+    "sync-keys": Entry("shelfsight.tools.server.keys:sync_keys", "Ed25519 keys for signed bundle updates.", "server"),
     "train": Entry("shelfsight.training.cli:train", "Fine-tune an ImageNet backbone on product photos.", "train"),
     "eval": Entry("shelfsight.app.eval_cli:eval_command", "Evaluate a training run or a bundle.", "train"),
     "export": Entry("shelfsight.export.cli:export", "Compress and convert a training run into a bundle.", "train"),
