@@ -6,10 +6,17 @@ A bundle is a directory (optionally packed as .tar.gz for transport)::
                     outputs, labels, index spec, thresholds, metrics, provenance
     model.tflite    the model (class scores + embedding from one inference)
     labels.txt      one label per line, in output order
-    index.ann, catalog.json, ...   the search index, once built
+    index.json      the search index spec, once built; it names the index data files
+    index.ann, catalog.json, ...   with their sha256 (and they are listed here too)
 
 `load_bundle` verifies every checksum and refuses anything missing, altered or of an
 unknown schema version. Writers go through `write_manifest`, which computes the checksums.
+
+Every file the device reads is covered by the manifest (and so by its signature): listed
+in ``files``, or named with its sha256 in a listed file (``index.json`` names the index's
+generation files). Bundles written before ``index.json`` was listed are accepted only when
+its content is the manifest's ``index`` section. On-device enrolments (``enrolled.npz``)
+are not part of the bundle: the device seals them with its own key (edge.catalog.seal).
 """
 from __future__ import annotations
 
@@ -19,10 +26,11 @@ import shutil
 import tarfile
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import write_text
 from .errors import BundleError
@@ -33,6 +41,9 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
+INDEX_SPEC_FILE = "index.json"  # the search index's spec (edge.catalog.spec reads and writes it)
+ENROLLED_FILE = "enrolled.npz"  # on-device enrolments (edge.catalog.enroll), sealed by the device
+DEVICE_STATE_FILES = (ENROLLED_FILE,)  # what a device writes beside a bundle: never listed, never packed
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked size limit for a transported bundle
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
@@ -87,10 +98,66 @@ class Bundle:
     def with_index(self, spec: dict[str, Any], index_files: list[str], **sections: Any) -> dict[str, Any]:
         """Write the manifest with a new index section: the old index's files leave the
         checksummed list, ``index_files`` join it; ``sections`` (thresholds, metrics) replace
-        theirs. The one place an index is swapped into a bundle. Returns the manifest written."""
-        old = set((self.index or {}).get("checksums", {}))
+        theirs. ``index.json`` (which must hold ``spec``) is listed too, so the manifest, and a
+        signature over it, covers the index and, through its checksums, every generation file.
+        The one place an index is swapped into a bundle. Returns the manifest written.
+
+        Raises:
+            BundleError: index.json is missing or is not ``spec``.
+        """
+        if _read_json(self.root / INDEX_SPEC_FILE) != spec:
+            raise BundleError(f"bundle {self.root}: {INDEX_SPEC_FILE} is not the index being written into the manifest")
+        old = set((self.index or {}).get("checksums", {})) | {INDEX_SPEC_FILE}
         kept = {n: e for n, e in self.manifest["files"].items() if n not in old}
-        return write_manifest(self.root, dict(self.manifest, index=spec, files=kept, **sections), index_files)
+        return write_manifest(self.root, dict(self.manifest, index=spec, files=kept, **sections),
+                              [*index_files, INDEX_SPEC_FILE])
+
+
+def bundle_files(manifest: dict[str, Any]) -> list[str]:
+    """The files a bundle is made of besides manifest.json: those listed, and index.json
+    where a manifest written before it was listed has an index section (what an update
+    downloads, a server offers and an archive packs)."""
+    names = list(manifest.get("files", {}))
+    if manifest.get("index") and INDEX_SPEC_FILE not in names:
+        names.append(INDEX_SPEC_FILE)
+    return names
+
+
+def check_index_covered(root: Path, manifest: dict[str, Any],
+                        device_sealed: Callable[[Any], bool] = lambda spec: False) -> None:
+    """Refuse an index.json neither the manifest nor the device covers. Covered: listed in the
+    manifest's files with its sha256; in a manifest written before it was listed, equal to
+    the ``index`` section; or sealed by this device (``device_sealed(spec)``: an index the
+    device rebuilt itself, see edge.catalog.seal). Called by whatever reads index.json.
+
+    Raises:
+        BundleError: index.json is missing or not covered.
+    """
+    path = Path(root) / INDEX_SPEC_FILE
+    if not path.is_file():
+        raise BundleError(f"bundle {root}: {INDEX_SPEC_FILE} is missing")
+    on_disk = _read_json(path)
+    if INDEX_SPEC_FILE in manifest.get("files", {}):
+        entry = manifest["files"][INDEX_SPEC_FILE]
+        if path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]:
+            return
+    elif manifest.get("index") and _canonical_sha256(on_disk) == _canonical_sha256(manifest["index"]):
+        return
+    if device_sealed(on_disk):
+        return
+    raise BundleError(f"bundle {root}: {INDEX_SPEC_FILE} is not covered by the manifest "
+                      f"(altered or replaced; rebuild the index with `shelfsight index`)")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _canonical_sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
@@ -99,9 +166,21 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     Raises:
         BundleError: missing manifest or file, size or sha256 mismatch, unknown schema.
     """
-    root = Path(path)
+    root, unpacked = Path(path), None
     if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
-        root = unpack_archive(root, Path(tempfile.mkdtemp(prefix="shelfsight-bundle-")))
+        root = unpacked = unpack_archive(root, Path(tempfile.mkdtemp(prefix="shelfsight-bundle-")))
+    try:
+        bundle = _open(path, root, verify)
+    except BaseException:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+    if unpacked is not None:  # the unpacked copy lives as long as the Bundle (or the process)
+        weakref.finalize(bundle, shutil.rmtree, unpacked, True)
+    return bundle
+
+
+def _open(path: str | Path, root: Path, verify: bool = True) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"bundle {path} not found (expected a directory or .tar.gz)")
     manifest_path = root / MANIFEST
@@ -158,11 +237,13 @@ def write_manifest(root: Path, manifest: dict[str, Any], files: list[str] | None
 
 
 def pack_archive(root: Path, archive: Path) -> Path:
-    """Pack a bundle directory into one .tar.gz (files at the archive's top level)."""
+    """Pack a bundle directory into one .tar.gz (files at the archive's top level): its
+    manifest and the files it covers (`bundle_files`), nothing else (no device state)."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     with tarfile.open(archive, "w:gz") as tar:
-        for f in sorted(Path(root).iterdir()):
-            if f.is_file():
-                tar.add(f, arcname=f.name)
+        for name in (MANIFEST, *sorted(bundle_files(manifest))):
+            tar.add(root / name, arcname=name)
     return archive
 
 

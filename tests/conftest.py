@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("SHELFSIGHT_DEVICE_KEY", "test-device-key")  # enrolment seals; no key file in $HOME
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "grocery-sample"

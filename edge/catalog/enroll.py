@@ -7,7 +7,10 @@ atomically (`shelfsight.atomic`), so a crash leaves the old delta or the new
 one, never a mix. Each enrolment has a sequence number; a rebuild that folds the delta
 into a new index records the last number it folded (``folded_through`` in the index
 spec), and entries up to it are ignored from then on, even if the pruned delta was never
-written. The delta is device state: it is not listed in the bundle manifest.
+written. The delta is device state: it is not listed in the bundle manifest (a rebuild on
+the device must not invalidate a signed manifest). Instead the device seals it with its own
+key (`seal`): a delta this device did not write (copied in, or packed into a repacked bundle
+archive) is refused.
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from shelfsight.atomic import write_with
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .items import CatalogItem
+from .seal import is_sealed, seal
 
 FORMAT, VERSION = "shelfsight.enrolled", 1
+_PURPOSE = FORMAT  # what the device seal of a delta is bound to
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,22 +99,34 @@ class EnrolledDelta:
                   "dimension": self.dimension,
                   "entries": [{"seq": e.seq, "item": e.item.to_dict(), "vectors": len(e.vectors)}
                               for e in self.entries]}
-        write_with(path, lambda f: np.savez(f, header=np.asarray(json.dumps(header)), vectors=self.matrix))
+        text = json.dumps(header)
+        mac = seal(_PURPOSE, text.encode(), self.matrix.tobytes())
+        write_with(path, lambda f: np.savez(f, header=np.asarray(text), vectors=self.matrix, seal=np.asarray(mac)))
 
     @classmethod
     def load(cls, path: Path) -> "EnrolledDelta | None":
         """Read a delta written by `save`; None when there is no file.
 
         Raises:
-            IndexMismatchError: the file exists but is not a readable delta.
+            IndexMismatchError: the file exists but is not a readable delta, or does not carry
+                this device's seal.
         """
         path = Path(path)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                header = json.loads(str(z["header"]))
-                matrix = np.asarray(z["vectors"], dtype=np.float32)
+                text, matrix = str(z["header"]), np.asarray(z["vectors"], dtype=np.float32)
+                mac = str(z["seal"]) if "seal" in z.files else ""
+            sealed = is_sealed(mac, _PURPOSE, text.encode(), np.ascontiguousarray(matrix).tobytes())
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise IndexMismatchError(f"{path}: enrolled items are not readable ({type(e).__name__}: {e}); "
+                                     f"move the file away to start without them") from None
+        if not sealed:
+            raise IndexMismatchError(f"{path}: enrolled items not sealed by this device (copied from elsewhere "
+                                     f"or altered); move the file away to start without them")
+        try:
+            header = json.loads(text)
             if header.get("format") != FORMAT or header.get("version") != VERSION:
                 raise ValueError(f"format {header.get('format')!r} version {header.get('version')}, "
                                  f"expected {FORMAT!r} {VERSION}")
@@ -121,6 +138,7 @@ class EnrolledDelta:
             entries = tuple(Enrolment(int(e["seq"]), CatalogItem.from_dict(e["item"]), matrix[a:b])
                             for e, a, b in zip(header["entries"], bounds[:-1], bounds[1:]))
             return cls(str(header["model_sha256"]), dimension, entries)
-        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, ConfigError) as e:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile,
+                ConfigError) as e:
             raise IndexMismatchError(f"{path}: enrolled items are not readable ({type(e).__name__}: {e}); "
                                      f"move the file away to start without them") from None

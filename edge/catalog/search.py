@@ -22,7 +22,8 @@ then replaces the spec)::
     index_rows.npy    int32 catalog position of each vector
     catalog.json      the items (see catalog.py)
     pca.npz           the projection, when built with pca_dim
-    enrolled.npz      items enrolled on the device (device state, not in the manifest)
+    enrolled.npz      items enrolled on the device (device state, not in the manifest:
+                      sealed with the device's key instead, see `seal`)
 
 Later generations (a rebuild, or a build over an existing index) name their files
 ``index.1.ann``, ``catalog.1.json``, ...; ``index.json`` always names the current ones.
@@ -43,13 +44,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from shelfsight.errors import ConfigError, IndexMismatchError
+from shelfsight.bundle import MANIFEST, check_index_covered
+from shelfsight.errors import BundleError, ConfigError, IndexMismatchError
 
 from .enroll import EnrolledDelta
 from .generations import IndexState, fold_delta, open_state, row_positions, write_generation
 from .items import Catalog, CatalogItem
 from .projection import Projection, fit_projection
-from .spec import ENROLLED_FILE, Generation, check_files, commit_spec, read_spec, read_spec_quietly, remove_unused
+from .spec import (ENROLLED_FILE, Generation, check_files, commit_spec, read_spec, read_spec_quietly, rebuilt_here,
+                   remove_unused, seal_spec)
 from .tuning import TuningOptions
 from .vectors import ExactSearch, unit_rows
 
@@ -159,7 +162,7 @@ class CatalogIndex:
         commit_spec(out, write_generation(out, gen, query_unit, progress))
         if delta:
             (out / ENROLLED_FILE).unlink(missing_ok=True)
-        return cls.load(out, model_sha256, verify=False)
+        return cls._open(out, read_spec(out), verify=False)  # not yet in the manifest: the caller adds it
 
     # ---- loading ----------------------------------------------------------------------
 
@@ -173,12 +176,23 @@ class CatalogIndex:
             verify: also check every file's sha256 (sizes are always checked; skip the
                 hashing when the bundle loader has just verified the same files).
 
+        In a bundle root (a manifest.json beside it), index.json must be covered by the
+        manifest (`shelfsight.bundle.check_index_covered`); the files it names are checked
+        against its sha256s, and the enrolment delta against the device's seal.
+
         Raises:
+            BundleError: index.json is not covered by the bundle's manifest.
             IndexMismatchError: no or unreadable spec, a different model, a different
                 embedding length, a missing, truncated or altered file, a catalog or row map
-                that does not match the spec's counts, or an unreadable enrolment delta.
+                that does not match the spec's counts, or an unreadable or foreign enrolment delta.
         """
         directory = Path(directory)
+        manifest = directory / MANIFEST
+        if manifest.is_file():
+            try:
+                check_index_covered(directory, json.loads(manifest.read_bytes()), rebuilt_here)
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+                raise BundleError(f"{manifest}: not a readable manifest ({type(e).__name__}: {e})") from None
         spec = read_spec(directory)
         if spec["model_sha256"] != model_sha256:
             raise IndexMismatchError(
@@ -187,6 +201,10 @@ class CatalogIndex:
         if dimension is not None and spec["embedding_dimension"] != dimension:
             raise IndexMismatchError(f"{directory}: the index holds {spec['embedding_dimension']}-value "
                                      f"embeddings, the model gives {dimension}")
+        return cls._open(directory, spec, verify)
+
+    @classmethod
+    def _open(cls, directory: Path, spec: dict[str, Any], verify: bool) -> "CatalogIndex":
         check_files(directory, spec, verify)
         state, projection = open_state(directory, spec)
         return cls(directory, state, projection)
@@ -200,11 +218,9 @@ class CatalogIndex:
 
     @property
     def files(self) -> list[str]:
-        """Names of the current generation's data files, for the bundle manifest's checksums.
-
-        Neither ``index.json`` (its content goes into manifest["index"]) nor the enrolment
-        delta is among them: both change on the device, and a rebuild there must not
-        invalidate a (possibly signed) manifest."""
+        """Names of the current generation's data files, for the bundle manifest's checksums
+        (`Bundle.with_index` adds index.json itself). The enrolment delta is not among them:
+        it is device state, sealed by the device (`seal`)."""
         return list(self._live().spec["checksums"])
 
     def remove_unused_files(self) -> list[str]:
@@ -351,7 +367,8 @@ class CatalogIndex:
                              tuning=TuningOptions(**old["options"]),
                              folded_through=delta.last_seq or old["folded_through"],
                              kept_pca=old["pca"] and old["pca"]["file"])
-            spec = write_generation(self.directory, gen, None, progress)
+            spec = seal_spec(write_generation(self.directory, gen, None, progress))  # device state until the
+            # manifest lists it (`shelfsight index --rebuild`): a signed manifest stays untouched
             new_state, _ = open_state(self.directory, spec, projection=self._projection, delta=EnrolledDelta(
                 old["model_sha256"], int(old["dimension"])))
             with self._lock:

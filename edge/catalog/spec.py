@@ -3,8 +3,9 @@ is read, checked, built and committed.
 
 The spec names every data file of the current generation with its size and sha256, and is
 written last (atomically), so it is the one commit point of a build or a rebuild. Its content
-goes into the bundle manifest's "index" section; the files it names into the manifest's
-checksums (see `CatalogIndex.files`).
+goes into the bundle manifest's "index" section; the spec file itself and the files it names
+into the manifest's checksums (`shelfsight.bundle.Bundle.with_index`), so a signed manifest
+covers the index through this digest chain.
 """
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from typing import Any
 import numpy as np
 
 from shelfsight.atomic import write_text
-from shelfsight.bundle import MANIFEST, sha256_file
+from shelfsight.bundle import ENROLLED_FILE, INDEX_SPEC_FILE, MANIFEST, sha256_file
 from shelfsight.errors import IndexMismatchError
 
 from .ann import METRIC
 from .items import Catalog
 from .projection import Projection
+from .seal import json_sealed, seal_json
 from .tuning import TuningOptions, TuningReport
 
 FORMAT, VERSION = "shelfsight.index", 1
-SPEC_FILE, ENROLLED_FILE = "index.json", "enrolled.npz"
+SPEC_FILE = INDEX_SPEC_FILE
 REQUIRED = ("backend", "dimension", "embedding_dimension", "vector_count", "item_count", "model_sha256",
             "files", "checksums", "generation", "folded_through", "options", "k")
 # names `file_names` gives, and the temporary names they are written under (tuning candidates
@@ -100,6 +102,17 @@ def make_spec(gen: Generation, report: TuningReport, checksums: dict[str, Any], 
         "generation": gen.number, "folded_through": int(gen.folded_through),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def seal_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with this device's seal: how an index rebuilt on the device (and not yet in
+    the manifest) stays covered here and nowhere else."""
+    return seal_json(FORMAT, spec)
+
+
+def rebuilt_here(spec: Any) -> bool:
+    """Whether ``spec`` carries this device's seal (`seal_spec`)."""
+    return json_sealed(FORMAT, spec)
 
 
 def commit_spec(out: Path, spec: dict[str, Any]) -> None:

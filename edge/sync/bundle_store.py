@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 
 from shelfsight.atomic import publish, replace_symlink, write_bytes
-from shelfsight.bundle import load_bundle
+from shelfsight.bundle import (DEVICE_STATE_FILES, INDEX_SPEC_FILE, MANIFEST, Bundle, bundle_files, check_index_covered,
+                               load_bundle)
 from shelfsight.errors import BundleError, ConfigError
 
 BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -32,6 +33,16 @@ def check_bundle_id(bundle_id: object) -> str:
     if not isinstance(bundle_id, str) or not BUNDLE_ID.match(bundle_id):
         raise BundleError(f"bundle_id {bundle_id!r} is not a plain name (letters, digits, '._-', up to 128)")
     return bundle_id
+
+
+def verify_covered(bundle_dir: Path) -> Bundle:
+    """`load_bundle`, and an index.json covered by the manifest itself (an index rebuilt and
+    sealed by a device stays with that bundle directory: `shelfsight index --rebuild` puts it
+    into the manifest). Raises BundleError otherwise."""
+    bundle = load_bundle(bundle_dir)
+    if bundle.index or (bundle.root / INDEX_SPEC_FILE).exists():
+        check_index_covered(bundle.root, bundle.manifest)
+    return bundle
 
 
 class BundleStore:
@@ -102,14 +113,18 @@ class BundleStore:
 
     def install(self, source: str | Path) -> Path:
         """Copy a local bundle (directory or .tar.gz) into the store, verified, and make it
-        current. Returns its version directory. Raises BundleError if it does not verify."""
-        bundle = load_bundle(source)
+        current: its manifest and the files it covers, nothing else. Returns its version
+        directory. Raises BundleError if it does not verify."""
+        bundle = verify_covered(Path(source))
         bundle_id = check_bundle_id(bundle.bundle_id)
         tmp = self.staging_dir(bundle_id).with_name(bundle_id + ".install")
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(bundle.root, tmp)
-        load_bundle(tmp)
+        tmp.mkdir(parents=True)
+        device_state = [n for n in DEVICE_STATE_FILES if (bundle.root / n).is_file()]  # sealed by this device
+        for name in (MANIFEST, *bundle_files(bundle.manifest), *device_state):
+            shutil.copy2(bundle.root / name, tmp / name)
+        verify_covered(tmp)
         self.add_version(tmp, bundle_id)
         self.activate(bundle_id)
         return self.version_dir(bundle_id)

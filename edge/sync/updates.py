@@ -11,8 +11,9 @@ One `Updater.check_once` takes a bundle from offer to running, and each step tha
 leaves the running bundle untouched:
 
 1. fetch the manifest; with a public key configured, verify its signature first;
-2. download every file (or the archive) into ``staging/<bundle_id>/``, resuming an
-   interrupted download with HTTP Range;
+2. download every file the manifest covers (`shelfsight.bundle.bundle_files`: those listed,
+   and index.json for a bundle written before it was listed) or the archive into
+   ``staging/<bundle_id>/``, resuming an interrupted download with HTTP Range;
 3. verify sha256 and size of every file (`shelfsight.bundle.load_bundle`); an archive is
    unpacked with `shelfsight.bundle.unpack_archive` and its manifest must be the signed one;
 4. move it to ``versions/<bundle_id>/`` and run the health check on it;
@@ -37,9 +38,10 @@ from urllib.parse import quote, urljoin
 import requests
 
 from shelfsight.atomic import write_bytes
-from shelfsight.bundle import MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, load_bundle, unpack_archive
+from shelfsight.bundle import (MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, bundle_files, load_bundle,
+                               unpack_archive)
 from shelfsight.errors import BundleError, ConfigError
-from .bundle_store import BundleStore, check_bundle_id
+from .bundle_store import BundleStore, check_bundle_id, verify_covered
 from .download import DownloadError, fetch_resumable
 from .signature import SIGNATURE_SUFFIX, SignatureError, load_public_key, verify
 from .http import HttpOptions, SyncError, SyncSession, check_url
@@ -256,10 +258,10 @@ class Updater:
             return self._result("skipped", bundle_id, f"refused earlier: {self.store.refused()[bundle_id]}")
         version = self.store.version_dir(bundle_id)
         if (version / MANIFEST).is_file() and (version / MANIFEST).read_bytes() == offer.raw:
-            load_bundle(version)  # a version kept from before: verify it again and switch
+            verify_covered(version)  # a version kept from before: verify it again and switch
         else:
             bundle_dir = self._download(offer)
-            load_bundle(bundle_dir)
+            verify_covered(bundle_dir)
             version = self.store.add_version(bundle_dir, bundle_id)
             self.store.clear_staging(bundle_id)
         try:
@@ -289,9 +291,10 @@ class Updater:
         staging.mkdir(parents=True, exist_ok=True)
         limit = self.options.max_bundle_bytes
         if offer.archive is None:
-            for name, entry in offer.manifest["files"].items():
-                fetch_resumable(self.session, self.options.files_url + quote(name), staging / name,
-                                int(entry["size"]), limit)
+            listed = offer.manifest["files"]
+            for name in bundle_files(offer.manifest):  # an unlisted index.json's size is unknown
+                size = int(listed[name]["size"]) if name in listed else None
+                fetch_resumable(self.session, self.options.files_url + quote(name), staging / name, size, limit)
             write_bytes(staging / MANIFEST, offer.raw)
             return staging
         archive = staging / offer.archive
@@ -300,6 +303,12 @@ class Updater:
         unpacked = unpack_archive(archive, staging / "unpacked", max_bytes=limit)
         if not (unpacked / MANIFEST).is_file() or (unpacked / MANIFEST).read_bytes() != offer.raw:
             raise _Refused("refused", f"archive {offer.archive}: its manifest.json differs from the offered manifest")
+        extra = sorted(p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*")
+                       if p.relative_to(unpacked).as_posix() not in {MANIFEST, *bundle_files(offer.manifest)}
+                       and not p.is_dir())
+        if extra:
+            raise _Refused("refused", f"archive {offer.archive} holds files its signed manifest does not cover: "
+                                      f"{', '.join(extra[:5])}")
         return unpacked
 
     # -- background worker -------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shelfsight.bundle import bundle_files
 from shelfsight.edge.sync.signature import SIGNATURE_SUFFIX, load_private_key, sign
 from shelfsight.edge.sync.updates import ARCHIVE_HEADER, ARCHIVE_SIZE_HEADER
 from shelfsight.errors import BundleError, ConfigError
@@ -146,7 +147,7 @@ async def get_bundle_file(request: web.Request) -> web.StreamResponse:
     if offer.archive is not None:
         path = offer.archive if name == offer.archive.name else None
     else:
-        listed = json.loads(offer.manifest).get("files", {})
+        listed = bundle_files(json.loads(offer.manifest))  # index.json too, for bundles that do not list it
         path = offer.root / name if name in listed and "/" not in name else None
     if path is None or not path.is_file():
         raise web.HTTPNotFound(text=f"no bundle file {name!r}")
