@@ -2,25 +2,86 @@
 
 OpenCV decodes a truncated JPEG into a half-grey picture with only a warning on stderr,
 so completeness is checked on the bytes (JPEG end-of-image marker, PNG IEND chunk).
+
+Before decoding, the size the header declares is checked against a pixel limit (Pillow reads
+the header only): a few hundred KB of PNG can declare 20000x20000 and take gigabytes to
+decode. The limit is ``max_pixels`` where given, else ``$SHELFSIGHT_MAX_IMAGE_PIXELS``, else
+`DEFAULT_MAX_PIXELS`; an image over it is an `ImageTooLarge`, so every reader that skips
+unreadable images skips (and counts) it too.
 """
 from __future__ import annotations
 
+import io
+import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ConfigError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: 120 MB decoded, sized for a small device; phone photos pass
+MAX_PIXELS_ENV = "SHELFSIGHT_MAX_IMAGE_PIXELS"
 
 
 class UnreadableImage(ValueError):
     """The file is not a complete image OpenCV can decode."""
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode image bytes into a BGR uint8 array.
+class ImageTooLarge(UnreadableImage):
+    """The image declares more pixels than the limit; refused before decoding."""
+
+
+def max_pixels_limit() -> int:
+    """The pixel limit from ``$SHELFSIGHT_MAX_IMAGE_PIXELS`` or the default.
 
     Raises:
+        ConfigError: the variable is not a positive whole number.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels")
+    return int(text)
+
+
+def check_pixels(data: bytes, name: str, max_pixels: int | None = None) -> None:
+    """Refuse image bytes whose header declares more than ``max_pixels`` (see module docstring).
+
+    Raises:
+        ImageTooLarge: over the limit.
+    """
+    limit = max_pixels_limit() if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+            with Image.open(io.BytesIO(data)) as header:  # reads the header, decodes nothing
+                width, height = header.size
+    except Image.DecompressionBombError:
+        # Pillow's own refusal (over twice its MAX_IMAGE_PIXELS, ~179 MP) gives no size
+        raise ImageTooLarge(f"{name}: over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP declared, "
+                            f"which is over the {limit / 1e6:g} MP limit (${MAX_PIXELS_ENV})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return  # not a header Pillow knows: OpenCV decides whether it is an image
+    if width * height > limit:
+        raise ImageTooLarge(f"{name}: {width}x{height} pixels is over the {limit / 1e6:g} MP limit "
+                            f"(${MAX_PIXELS_ENV})")
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+    """Decode image bytes into a BGR uint8 array.
+
+    Args:
+        max_pixels: refuse images declaring more pixels (default: `max_pixels_limit`).
+
+    Raises:
+        ImageTooLarge: over the pixel limit (checked on the header, before decoding).
         UnreadableImage: empty, truncated or undecodable data.
     """
     if len(data) < 16:
@@ -29,16 +90,18 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise UnreadableImage(f"{name}: truncated JPEG (no end-of-image marker)")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
         raise UnreadableImage(f"{name}: truncated PNG (no IEND chunk)")
+    check_pixels(data, name, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise UnreadableImage(f"{name}: not a decodable image")
     return image
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one image file as BGR uint8. Raises UnreadableImage (or OSError if missing)."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read one image file as BGR uint8. Raises UnreadableImage (ImageTooLarge over the pixel
+    limit, see `decode_image`) or OSError if missing."""
     path = Path(path)
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(path.read_bytes(), str(path), max_pixels)
 
 
 def is_image_file(path: Path) -> bool:

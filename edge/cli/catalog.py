@@ -84,14 +84,18 @@ def enroll(bundle, images, sku, name, label):
 @click.option("--all", "show_all", is_flag=True, help="Also show items under the unknown threshold.")
 def search(bundle, image, top_k, show_all):
     """Find the catalog items that look most like IMAGE."""
-    from shelfsight.images import read_image
+    from shelfsight.images import UnreadableImage, read_image
 
     from ..runtime.recognizer import Recognizer
 
+    try:
+        frame = read_image(image)
+    except (UnreadableImage, OSError) as e:  # as classify reports it, but the only image: an error
+        raise ConfigError(str(e) if isinstance(e, UnreadableImage) else f"{image}: {e.strerror or e}") from None
     with Recognizer.create_from_bundle(bundle, search_k=top_k) as rec:
         if rec.index is None:
             raise ConfigError(f"{bundle} has no search index; build one with `shelfsight index BUNDLE --catalog DATA`")
-        embedding = rec.embed(read_image(image))
+        embedding = rec.embed(frame)
         threshold = None if show_all else rec.similarity_threshold
         matches = rec.index.search(embedding, top_k, min_similarity=threshold)
     if not matches:
