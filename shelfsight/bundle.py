@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from .atomic import write_text
 from .errors import BundleError
+from .manifest_schema import check_manifest
 from .preprocess import PreprocessSpec
 
 SCHEMA = "shelfsight.bundle"
@@ -164,7 +165,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Open a bundle directory (or .tar.gz) and verify it.
 
     Raises:
-        BundleError: missing manifest or file, size or sha256 mismatch, unknown schema.
+        BundleError: missing manifest or file, size or sha256 mismatch, unknown schema, a
+            manifest that does not follow its JSON Schema (`manifest_schema`).
     """
     root, unpacked = Path(path), None
     if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
@@ -190,11 +192,12 @@ def _open(path: str | Path, root: Path, verify: bool = True) -> Bundle:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{manifest_path}: not valid JSON ({e})") from None
-    if manifest.get("schema") != SCHEMA:
+    if isinstance(manifest, dict) and manifest.get("schema") != SCHEMA:
         raise BundleError(f"{manifest_path}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if isinstance(manifest, dict) and version != SCHEMA_VERSION:
         raise BundleError(f"{manifest_path}: schema_version {version}, this shelfsight reads {SCHEMA_VERSION}")
+    check_manifest(manifest, str(manifest_path))
     if verify:
         verify_files(root, manifest)
     labels = tuple((root / manifest["labels"]["file"]).read_text(encoding="utf-8").splitlines())

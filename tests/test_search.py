@@ -17,6 +17,7 @@ from shelfsight.edge.catalog.search import CatalogIndex, IndexOptions, Match
 from shelfsight.edge.catalog.tuning import TuningOptions
 from shelfsight.edge.catalog.vectors import ExactSearch, unit_rows
 from shelfsight.errors import BundleError, ConfigError, IndexMismatchError
+from shelfsight.preprocess import PreprocessSpec
 
 MODEL = hashlib.sha256(b"model A").hexdigest()
 OTHER_MODEL = hashlib.sha256(b"model B").hexdigest()
@@ -317,7 +318,8 @@ def test_bundle_manifest_locks_index_to_model(tmp_path):
     root.mkdir()
     (root / "model.tflite").write_bytes(b"model A bytes")
     (root / "labels.txt").write_text("a\nb\n")
-    manifest = new_manifest(model={"file": "model.tflite"}, labels={"file": "labels.txt", "count": 2})
+    manifest = new_manifest(model={"file": "model.tflite"}, labels={"file": "labels.txt", "count": 2},
+                            preprocess=PreprocessSpec().to_dict())
     manifest = write_manifest(root, manifest)
     model_sha = load_bundle(root).model_sha256
     directions, vectors, ids, catalog = make_catalog(6, 2)
@@ -337,7 +339,7 @@ def test_rebuild_inside_a_bundle_keeps_it_verifiable(tmp_path):
     root.mkdir()
     (root / "model.tflite").write_bytes(b"model A bytes")
     (root / "labels.txt").write_text("a\n")
-    manifest = write_manifest(root, new_manifest(model={"file": "model.tflite"},
+    manifest = write_manifest(root, new_manifest(model={"file": "model.tflite"}, preprocess=PreprocessSpec().to_dict(),
                                                  labels={"file": "labels.txt", "count": 1}))
     model_sha = load_bundle(root).model_sha256
     directions, vectors, ids, catalog = make_catalog(6, 2)

@@ -41,6 +41,7 @@ from shelfsight.atomic import write_bytes
 from shelfsight.bundle import (MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, bundle_files, load_bundle,
                                unpack_archive)
 from shelfsight.errors import BundleError, ConfigError
+from shelfsight.manifest_schema import check_manifest
 from .bundle_store import BundleStore, check_bundle_id, verify_covered
 from .download import DownloadError, fetch_resumable
 from .signature import SIGNATURE_SUFFIX, SignatureError, load_public_key, verify
@@ -372,6 +373,10 @@ def _parse_manifest(raw: bytes, max_bytes: int) -> dict[str, Any]:
         if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or entry["size"] < 0:
             raise _Refused("refused", f"offered manifest: file {name!r} has no valid size")
         total += entry["size"]
+    try:
+        check_manifest(manifest, "offered manifest")
+    except BundleError as e:
+        raise _Refused("refused", str(e)) from None
     if total > max_bytes:
         raise _Refused("refused", f"offered bundle is {total} bytes, limit {max_bytes}")
     return manifest
