@@ -22,9 +22,10 @@ from shelfsight.datasets import Dataset, Sample, load_dataset
 from shelfsight.errors import DatasetError
 from shelfsight.images import UnreadableImage, read_image
 from shelfsight.metrics import calibrate_threshold, hit_rate_at_k
+from shelfsight.preprocess import prepare
 
 from .catalog.items import Catalog, CatalogItem
-from .runtime.fusion import FusionSpec
+from .runtime.fusion import FusionSpec, fuse_batch
 from .runtime.recognizer import Recognizer
 from .catalog.search import CatalogIndex, IndexOptions
 from .catalog.tuning import TuningOptions
@@ -38,8 +39,9 @@ def item_id_of(sample: Sample) -> str:
 
 
 def embed_samples(rec: Recognizer, samples, progress: bool = True, desc: str = "embedding"):
-    """Embeddings of the readable samples; returns (vectors, kept samples, skipped count)."""
-    vectors, kept, skipped = [], [], 0
+    """Embeddings and class scores of the readable samples; returns (vectors, scores, kept
+    samples, skipped count)."""
+    vectors, scores, kept, skipped = [], [], [], 0
     for s in tqdm(samples, desc=desc, disable=not progress, leave=False):
         try:
             frame = read_image(s.path)
@@ -47,10 +49,14 @@ def embed_samples(rec: Recognizer, samples, progress: bool = True, desc: str = "
             log.warning("skipped %s", e)
             skipped += 1
             continue
-        vectors.append(rec.embed(frame))
+        score, vector = rec.infer(prepare(frame, rec.spec))
+        vectors.append(vector)
+        scores.append(score)
         kept.append(s)
     dim = rec.model.outputs["embedding"].shape[-1]
-    return (np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)), kept, skipped
+    if not vectors:
+        return np.zeros((0, dim), np.float32), np.zeros((0, len(rec.labels)), np.float32), kept, skipped
+    return np.stack(vectors), np.stack(scores), kept, skipped
 
 
 def catalog_samples(ds: Dataset, include_train: bool) -> list[Sample]:
@@ -77,20 +83,12 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
         val = None
     with Recognizer(bundle, search_k=0) as rec:
         samples = catalog_samples(train, include_train)
-        vectors, kept, skipped = embed_samples(rec, samples, progress, "catalog images")
+        vectors, _, kept, skipped = embed_samples(rec, samples, progress, "catalog images")
         if not kept:
             raise DatasetError(f"{catalog_data}: no readable catalog images ({skipped} skipped)")
-        queries, val_kept = (embed_samples(rec, val.samples, progress, "val queries")[:2] if val else (None, []))
-    items: dict[str, CatalogItem] = {}
-    images: dict[str, list[str]] = {}
-    for s in kept:
-        images.setdefault(item_id_of(s), []).append(str(s.path))
-    for s in kept:
-        iid = item_id_of(s)
-        if iid not in items:
-            extra = {"coarse": s.coarse} if s.coarse else {}
-            items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra)
-    catalog = Catalog(items.values())
+        queries, val_scores, val_kept, _ = (embed_samples(rec, val.samples, progress, "val queries")
+                                            if val else (None, None, [], 0))
+    catalog = catalog_of(kept)
     options = IndexOptions(TuningOptions(target_recall=target_recall, backend=backend), pca_dim=pca_dim)
     index = CatalogIndex.build(vectors, [item_id_of(s) for s in kept], catalog, bundle.root, bundle.model_sha256,
                                options, queries=queries if queries is not None and len(queries) >= 10 else None,
@@ -109,14 +107,40 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
         if iconic:
             report.update(_recall_against(vectors[iconic], [item_id_of(kept[i]) for i in iconic], queries, truth,
                                           "iconic_"))
+    fusion_spec = FusionSpec() if (fusion and include_train) else None
+    if fusion_spec and queries is not None and len(queries):
+        report.update(_fused_accuracy(index, val_scores, queries, val_kept, bundle.labels, fusion_spec))
     spec, index_files = index.spec, list(index.files)
     index.close()
-    fused = FusionSpec().to_manifest() if (fusion and include_train) else None
+    fused = fusion_spec.to_manifest() if fusion_spec else None
     report["fusion"] = fused
     bundle.with_index(spec, index_files, thresholds=thresholds, fusion=fused,
                       metrics=dict(bundle.manifest.get("metrics", {}), search=report))
     CatalogIndex.load(bundle.root, bundle.model_sha256).remove_unused_files()
     return report
+
+
+def catalog_of(kept: list[Sample]) -> Catalog:
+    """One catalog item per product (SKU, else label), listing all of its images."""
+    items: dict[str, CatalogItem] = {}
+    images: dict[str, list[str]] = {}
+    for s in kept:
+        images.setdefault(item_id_of(s), []).append(str(s.path))
+    for s in kept:
+        iid = item_id_of(s)
+        if iid not in items:
+            extra = {"coarse": s.coarse} if s.coarse else {}
+            items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra)
+    return Catalog(items.values())
+
+
+def _fused_accuracy(index: CatalogIndex, scores: np.ndarray, queries: np.ndarray, samples: list[Sample],
+                    labels: tuple[str, ...], spec: FusionSpec) -> dict[str, float]:
+    """Val top-1 of the classifier alone and fused with this index (what the device will answer)."""
+    truth = np.array([labels.index(s.label) if s.label in labels else -1 for s in samples])
+    fused = fuse_batch(scores, queries, index, labels, spec)
+    return {"val_top1_classifier": float(np.mean(scores.argmax(1) == truth)),
+            "val_top1_fused": float(np.mean(fused.argmax(1) == truth))}
 
 
 def _recall_against(vectors: np.ndarray, ids: list[str], queries: np.ndarray, truth: list[str],

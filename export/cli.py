@@ -1,11 +1,14 @@
 """`shelfsight export`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
 
+from shelfsight.bundle import pack_archive
 from shelfsight.console import progress_disabled
+from shelfsight.run import Run
 
 
 @click.command()
@@ -25,8 +28,11 @@ from shelfsight.console import progress_disabled
 @click.option("--max-drop", type=float, default=None, help="Fail instead of shipping when a class loses more points.")
 @click.option("--data", type=click.Path(), help="Dataset for calibration/comparison (default: the run's).")
 @click.option("--archive", is_flag=True, help="Also write BUNDLE.tar.gz for transport.")
+@click.option("--index/--no-index", "with_index", default=True, show_default=True,
+              help="Index the dataset's catalog and train photos into the bundle (search, and retrieval fusion "
+                   "for classification); what `shelfsight index B --catalog DATA` does.")
 def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, calibration_images, margin,
-           max_drop, data, archive):
+           max_drop, data, archive, with_index):
     """Compress and convert a training run into a bundle the edge runtime loads."""
     from .exporter import export_run
     from .options import ExportOptions, PruneOptions, QATOptions, QuantizationConfig
@@ -39,7 +45,8 @@ def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, cali
                             prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
                             qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
                             max_drop=max_drop, data=data)
-    result = export_run(run_dir, out, options, progress=not progress_disabled())
+    result = export_run(run_dir, out, options if not with_index else dataclasses.replace(options, archive=False),
+                        progress=not progress_disabled())
     m = result.manifest
     summary = {"bundle": str(result.bundle), "quantization": quantize,
                "model_bytes": m["files"]["model.tflite"]["size"], "qat": bool(qat),
@@ -49,6 +56,17 @@ def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, cali
                        top1_agreement=round(result.guard.agreement, 4),
                        embedding_cosine_mean=round(result.guard.embedding_cosine_mean, 4),
                        classes_over_margin=list(result.guard.failing))
-    if result.archive:
-        summary["archive"] = str(result.archive)
+    if with_index:
+        summary["index"] = _index(result.bundle, data or Run.load(run_dir).config["data"])
+    if archive:  # packed last, so that it carries the index
+        summary["archive"] = str(pack_archive(result.bundle, result.bundle.with_name(result.bundle.name + ".tar.gz")))
     click.echo(json.dumps(summary))
+
+
+def _index(bundle, data) -> dict:
+    """The bundle's search index, built by the device's own indexing with the bundle's model."""
+    from shelfsight.edge.indexing import build_index
+
+    report = build_index(bundle, data, progress=not progress_disabled())
+    keep = ("items", "catalog_images", "recall_at_1", "recall_at_5", "val_top1_classifier", "val_top1_fused", "fusion")
+    return {k: report[k] for k in keep if k in report}

@@ -83,3 +83,28 @@ def test_an_iconic_only_index_only_searches(bundle_copy, sample_data):
     assert build_index(bundle_copy, sample_data, include_train=False, progress=False)["fusion"] is None
     with Recognizer(load_bundle(bundle_copy)) as rec:
         assert rec.index is not None and rec.fusion is None
+
+
+@pytest.mark.slow
+def test_export_indexes_the_bundle_by_default_and_archives_it_with_the_index(tiny_run, sample_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import tarfile
+
+    out = tmp_path / "b"
+    done = subprocess.run([sys.executable, "-m", "shelfsight", "-q", "export", str(tiny_run), "--out", str(out),
+                           "--ptq", "--calibration-images", "32", "--data", str(sample_data), "--archive"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    index = summary["index"]
+    assert (index["items"], index["catalog_images"], index["fusion"]) == (12, 132, FusionSpec().to_manifest())
+    bundle = load_bundle(out)
+    assert bundle.index["item_count"] == 12 and bundle.manifest["fusion"] == index["fusion"]
+    assert index["val_top1_fused"] == bundle.manifest["metrics"]["search"]["val_top1_fused"]
+    with tarfile.open(summary["archive"]) as tar:
+        names = {n.split("/", 1)[-1] for n in tar.getnames()}
+    assert "index.json" in names and set(bundle.index["checksums"]) <= names
+    from_archive = load_bundle(summary["archive"])
+    assert from_archive.manifest["fusion"] == index["fusion"] and from_archive.index["item_count"] == 12
