@@ -16,8 +16,9 @@ conversion for ``--compare onnxruntime`` do, in their own processes.
 
 Modes: ``invoke`` is `TFLiteModel.run` on prepared pixels (the interpreter's cost, like
 onnxruntime's and tf.lite's); ``frame`` (bundles) is `Recognizer.recognize` on a BGR frame:
-preprocessing, inference, top-k and the unknown threshold, the per-frame cost the device
-pays, and what MediaPipe's ``ImageClassifier.classify`` (its image conversion, inference and
+preprocessing, inference, retrieval fusion where the bundle's index has it (then its top-1 may
+differ from invoke's classifier alone), top-k and the unknown threshold, the per-frame cost the
+device pays, and what MediaPipe's ``ImageClassifier.classify`` (its image conversion, inference and
 result post-processing) is compared with.
 
 JSON report (``bench.json``; ``schema`` "shelfsight.bench", ``schema_version`` 1). Keys are
