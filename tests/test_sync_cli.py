@@ -66,7 +66,7 @@ def test_sync_once_with_server_down_is_an_error_and_keeps_events(tmp_path, capsy
      "error: no sync token: pass a token file or set $NO_SUCH_TOKEN_VAR"),
     (["sync", "--endpoint", "http://sync.example.com", "--outbox", "{tmp}/o.db"],
      "error: sync URL 'http://sync.example.com' uses plain http to sync.example.com; "
-     "use https (or allow http explicitly)"),
+     "use https (or --allow-http, which sends the device token in clear)"),
     (["sync-server", "--data-dir", "{tmp}/d", "--token-file", "{tmp}/missing"],
      "error: token file {tmp}/missing: No such file or directory"),
 ])

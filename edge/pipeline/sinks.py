@@ -27,6 +27,7 @@ from typing import Protocol, Sequence, TextIO, runtime_checkable
 import requests
 
 from shelfsight.errors import ConfigError
+from shelfsight.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +112,14 @@ class HttpSink:
     def __init__(self, url: str, timeout_s: float = 2.0, max_pending: int = 256, flush_timeout_s: float = 10.0,
                  session: requests.Session | None = None) -> None:
         if not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"http sink needs an http:// or https:// URL, got {url!r}")
+            raise ConfigError(f"http sink needs an http:// or https:// URL, got {redact_url(url)!r}")
         if not timeout_s > 0 or not flush_timeout_s >= 0:
             raise ConfigError(f"http sink timeouts must be > 0, got timeout_s={timeout_s}, "
                               f"flush_timeout_s={flush_timeout_s}")
         if max_pending < 1:
             raise ConfigError(f"http sink max_pending must be >= 1, got {max_pending}")
         self.url = url
+        self.shown_url = redact_url(url)  # what logs and repr show
         self.timeout_s = timeout_s
         self.flush_timeout_s = flush_timeout_s
         self.sent = 0
@@ -132,7 +134,7 @@ class HttpSink:
         self._thread.start()
 
     def __repr__(self) -> str:
-        return f"HttpSink({self.url})"
+        return f"HttpSink({self.shown_url})"
 
     def emit(self, event: dict) -> None:
         if self._closed:
@@ -147,7 +149,7 @@ class HttpSink:
                     self._queue.task_done()
                     self.dropped += 1
                     log.warning("http sink %s: queue full, dropped the oldest event (%d dropped)",
-                                self.url, self.dropped)
+                                self.shown_url, self.dropped)
                 except queue.Empty:
                     pass
 
@@ -159,7 +161,7 @@ class HttpSink:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning("http sink %s: %d events still pending after %.1f s",
-                                self.url, self._queue.unfinished_tasks, self.flush_timeout_s)
+                                self.shown_url, self._queue.unfinished_tasks, self.flush_timeout_s)
                     return
                 self._queue.all_tasks_done.wait(remaining)
 
@@ -173,7 +175,7 @@ class HttpSink:
         left = self._queue.qsize()
         if left:
             self.dropped += left
-            log.warning("http sink %s: %d events not delivered at close", self.url, left)
+            log.warning("http sink %s: %d events not delivered at close", self.shown_url, left)
         self._session.close()
 
     def _work(self) -> None:
@@ -192,17 +194,17 @@ class HttpSink:
             response = self._session.post(self.url, json=event, timeout=self.timeout_s)
             problem = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         except requests.RequestException as err:
-            problem = f"{type(err).__name__}: {err}"
+            problem = redact_url(f"{type(err).__name__}: {err}")  # requests quotes the URL
         if problem is None:
             self.sent += 1
             if self._failing:
-                log.info("http sink %s: delivering again after %d failures", self.url, self._failing)
+                log.info("http sink %s: delivering again after %d failures", self.shown_url, self._failing)
             self._failing = 0
             return
         self.failures += 1
         self._failing += 1
         if self._failing == 1 or self._failing % 100 == 0:
-            log.warning("http sink %s: post failed (%s); %d failures in a row", self.url, problem, self._failing)
+            log.warning("http sink %s: post failed (%s); %d failures in a row", self.shown_url, problem, self._failing)
 
 
 def make_sinks(specs: Sequence[str], http_timeout_s: float = 2.0) -> list[Sink]:

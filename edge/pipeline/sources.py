@@ -26,6 +26,7 @@ import numpy as np
 
 from shelfsight.errors import ConfigError, RuntimeUnavailableError, SourceError
 from shelfsight.images import UnreadableImage, is_image_file, read_image
+from shelfsight.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -383,17 +384,13 @@ def _live_backend(spec: str) -> FrameSource | None:
     if match:
         return Picamera2Source(int(match.group(1) or 0))
     if "!" in spec:
-        return VideoCaptureSource(spec, cv2.CAP_GSTREAMER, live=True, name=spec)
+        return VideoCaptureSource(spec, cv2.CAP_GSTREAMER, live=True, name=redact_url(spec))
     camera_api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
     if spec.isdigit():
         return VideoCaptureSource(int(spec), camera_api, live=True, name=f"camera:{spec}")
     if _CAMERA_DEVICE.match(spec):
         return VideoCaptureSource(spec, camera_api, live=True, name=spec)
     if spec.lower().startswith(STREAM_SCHEMES):
-        return VideoCaptureSource(spec, cv2.CAP_FFMPEG, live=True, name=_redact(spec))
+        return VideoCaptureSource(spec, cv2.CAP_FFMPEG, live=True, name=redact_url(spec))
     return None
 
-
-def _redact(url: str) -> str:
-    """Drop user:password from a stream URL so it never reaches logs or events."""
-    return re.sub(r"^([a-zA-Z]+://)[^/@]+@", r"\1***@", url)

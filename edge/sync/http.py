@@ -8,6 +8,7 @@ are `shelfsight.backoff.BackoffOptions.for_retries` (exponential backoff with fu
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from urllib.parse import urlsplit
 import requests
 
 from shelfsight.errors import ConfigError, ShelfsightError
+from shelfsight.redact import redact_url
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENV = "SHELFSIGHT_SYNC_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
@@ -106,11 +110,14 @@ def check_url(url: str, allow_http: bool = False) -> str:
             without ``allow_http``.
     """
     parts = urlsplit(url)
+    shown = redact_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"sync URL {url!r} is not an http(s) URL with a host")
-    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
-        raise ConfigError(f"sync URL {url!r} uses plain http to {parts.hostname}; "
-                          "use https (or allow http explicitly)")
+        raise ConfigError(f"sync URL {shown!r} is not an http(s) URL with a host")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        if not allow_http:
+            raise ConfigError(f"sync URL {shown!r} uses plain http to {parts.hostname}; use https "
+                              f"(or --allow-http, which sends the device token in clear)")
+        log.warning("sync URL %s is plain http (--allow-http): the device token travels in clear", shown)
     return url.rstrip("/")
 
 

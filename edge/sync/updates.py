@@ -42,6 +42,7 @@ from shelfsight.bundle import (MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSI
                                unpack_archive)
 from shelfsight.errors import BundleError, ConfigError
 from shelfsight.manifest_schema import check_manifest
+from shelfsight.redact import redact_url
 from .bundle_store import BundleStore, check_bundle_id, verify_covered
 from .download import DownloadError, fetch_resumable
 from .signature import SIGNATURE_SUFFIX, SignatureError, load_public_key, verify
@@ -191,6 +192,7 @@ class Updater:
         return result
 
     def _result(self, status: str, bundle_id: str | None, reason: str = "") -> UpdateResult:
+        reason = redact_url(reason)  # reasons quote URLs and go to logs and the server
         result = UpdateResult(status, bundle_id, self.store.current_id, reason)
         level = logging.WARNING if status in ("failed", "refused", "unhealthy", "rolled_back") else logging.INFO
         log.log(level, "bundle update: %s %s %s", status, bundle_id or "", reason)

@@ -21,6 +21,7 @@ import requests
 
 from shelfsight.backoff import Backoff, BackoffOptions
 from shelfsight.errors import ConfigError
+from shelfsight.redact import redact_url
 from .outbox import Outbox
 from .http import AuthError, HttpOptions, SyncError, SyncSession, check_url
 
@@ -184,7 +185,7 @@ class Uploader:
         return None if result.sent else self.options.idle_s
 
     def _record_failure(self, error: Exception) -> None:
-        log.warning("sync upload: %s", error)
+        log.warning("sync upload: %s", redact_url(str(error)))
         with self._lock:
             self._failed += 1
             self._last_error = str(error)
