@@ -64,7 +64,9 @@ class ObjectStage:
         self.proposals += len(boxes)
         crops = [crop_with_margin(frame.image, b, self.options.margin) for b in boxes]
         results = self.crops.recognize_crops(crops) if crops else []
-        update = self.tracker.update(boxes, results, frame.index, frame.timestamp)
+        (left, top), (height, width) = origin, image.shape[:2]  # the ROI's edges: partly out of view beyond them
+        at_edge = [b.x <= left or b.y <= top or b.x + b.w >= left + width or b.y + b.h >= top + height for b in boxes]
+        update = self.tracker.update(boxes, results, frame.index, frame.timestamp, at_edge)
         crop_of = {id(b): c for b, c in zip(boxes, crops)}
         for track in update.seen:
             self._follow(track, crop_of[id(track.box)])

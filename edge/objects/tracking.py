@@ -9,7 +9,9 @@ without a solver dependency on the device.
 
 A track is *confirmed* after ``confirm_frames`` matched frames and *leaves* after more than
 ``max_missed`` frames without a match. Its label is smoothed: the label with the highest
-sum of scores over its frames (unknown votes too), reported with that label's best frame.
+sum of scores over its frames (unknown votes too), reported with that label's best frame. A
+sighting whose box touches the frame's edge (the object partly out of view, entering or
+leaving) votes with ``edge_weight`` only, and is the best frame only when there is no whole one.
 
 Why not a tracker library: norfair, motpy and supervision's ByteTrack all pull SciPy (and
 filterpy, rich or matplotlib) onto the device for a Kalman filter and a Hungarian solver;
@@ -41,6 +43,7 @@ class TrackingOptions:
         confirm_frames: matched frames before a track is confirmed (its first event).
         max_missed: frames without a match after which a track leaves (its last event).
         momentum: share of the old mean embedding kept per matched frame (0..1).
+        edge_weight: vote weight of a sighting at the frame's edge, against 1 for a whole one (0..1).
     """
 
     min_iou: float = 0.2
@@ -50,10 +53,11 @@ class TrackingOptions:
     confirm_frames: int = 3
     max_missed: int = 8
     momentum: float = 0.8
+    edge_weight: float = 0.25
 
     def __post_init__(self) -> None:
         for name, low, high in (("min_iou", 0.0, 1.0), ("min_similarity", -1.0, 1.0), ("iou_weight", 0.0, 1.0),
-                                ("momentum", 0.0, 1.0), ("max_distance", 0.0, float("inf"))):
+                                ("momentum", 0.0, 1.0), ("edge_weight", 0.0, 1.0), ("max_distance", 0.0, float("inf"))):
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ConfigError(f"tracking {name} must be {low}..{high}, got {value!r}")
@@ -71,6 +75,7 @@ class Sighting:
     recognition: Recognition
     frame: int
     time: float
+    weight: float = 1.0  # its vote's weight (less where the object is partly out of view)
 
 
 @dataclass
@@ -106,8 +111,9 @@ class Track:
 
     def observe(self, sighting: Sighting, embedding: np.ndarray, momentum: float) -> None:
         label, score = sighting.recognition.label, sighting.recognition.score
-        self.votes[label] = self.votes.get(label, 0.0) + score
-        if label not in self.best or score > self.best[label].recognition.score:
+        self.votes[label] = self.votes.get(label, 0.0) + score * sighting.weight
+        best = self.best.get(label)
+        if best is None or (sighting.weight, score) > (best.weight, best.recognition.score):
             self.best[label] = sighting
         self.last = sighting
         self.embedding = l2_normalize(momentum * self.embedding + (1.0 - momentum) * embedding)
@@ -159,9 +165,12 @@ class Tracker:
         self.tracks: list[Track] = []
         self.opened = self.closed = 0
 
-    def update(self, boxes: list[Box], results: list[CropResult], frame: int, time: float) -> TrackUpdate:
+    def update(self, boxes: list[Box], results: list[CropResult], frame: int, time: float,
+               at_edge: list[bool] | None = None) -> TrackUpdate:
+        """One frame's boxes and their crops' results (``at_edge``: which boxes touch the frame's edge)."""
         if len(boxes) != len(results):
             raise ValueError(f"{len(boxes)} boxes for {len(results)} crop results")
+        weights = [self.options.edge_weight if edge else 1.0 for edge in (at_edge or [False] * len(boxes))]
         o = self.options
         embeddings = np.stack([r.embedding for r in results]) if results else np.zeros((0, 0), np.float32)
         pairs = associate(self.tracks, boxes, embeddings, o)
@@ -170,7 +179,8 @@ class Tracker:
         seen, confirmed = [], []
         for t, b in pairs:
             track = self.tracks[t]
-            track.observe(Sighting(boxes[b], results[b].recognition, frame, time), results[b].embedding, o.momentum)
+            track.observe(Sighting(boxes[b], results[b].recognition, frame, time, weights[b]), results[b].embedding,
+                          o.momentum)
             track.hits += 1
             track.missed = 0
             seen.append(track)
@@ -186,7 +196,7 @@ class Tracker:
             kept.append(track)
         for b in range(len(boxes)):
             if b not in matched_boxes:
-                sighting = Sighting(boxes[b], results[b].recognition, frame, time)
+                sighting = Sighting(boxes[b], results[b].recognition, frame, time, weights[b])
                 track = Track(0, sighting, sighting, results[b].embedding.astype(np.float32))
                 track.observe(sighting, results[b].embedding, 1.0)
                 kept.append(track)
