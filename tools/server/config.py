@@ -1,5 +1,5 @@
-"""The reference server's settings: where it keeps events, the token, the offered bundle,
-TLS, and fault injection that tests and /v1/admin/faults can change while it runs."""
+"""The server's settings: its database, tokens, the offered bundle or the fleet's bundle store,
+TLS, workers, and fault injection that tests and /v1/admin/faults can change while it runs."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -12,6 +12,9 @@ from shelfsight.errors import ConfigError
 @dataclass
 class Faults:
     """Fault injection settings; mutable so a test or /v1/admin/faults can change them live.
+
+    Each server worker process holds its own copy (and its own random stream): a change
+    through /v1/admin/faults applies to the worker that answered it, named in its answer.
 
     Attributes:
         error_rate: share of event batches answered HTTP 500.
@@ -59,12 +62,19 @@ class Faults:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How to run the reference server.
+    """How to run the server.
 
     Attributes:
-        data_dir: where events.db lives (created if missing).
-        token: the bearer token devices must send.
-        bundle: bundle directory or .tar.gz to offer, or None.
+        data_dir: where events.db (SQLite) and the bundle store live (created if missing).
+        token: a bearer token shared by every device (the reference setup: devices name
+            themselves with X-Shelfsight-Device), or None: only per-device tokens from
+            `shelfsight fleet device add` and admin tokens are accepted.
+        database: ``postgresql://...`` or ``sqlite:///PATH``; None: SQLite in data_dir.
+        bundle: bundle directory or .tar.gz offered to every device, or None: each device
+            is offered its rollout's bundle from the bundle store.
+        bundle_store: the fleet's bundle directory (default data_dir/bundles).
+        workers: server processes sharing the port (SO_REUSEPORT); more than one needs PostgreSQL.
+        pool_size: database connections per worker.
         signing_key: Ed25519 private key (PEM) to sign the manifest on the fly; without
             it a signature file beside the bundle is served if present.
         tls_cert, tls_key: serve https with this certificate chain and key.
@@ -73,10 +83,14 @@ class ServerConfig:
     """
 
     data_dir: Path
-    token: str
+    token: str | None = None
+    database: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
     bundle: Path | None = None
+    bundle_store: Path | None = None
+    workers: int = 1
+    pool_size: int = 8
     signing_key: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -85,14 +99,27 @@ class ServerConfig:
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
-        if not self.token:
+        if self.token is not None and not self.token:
             raise ConfigError("the server token is empty")
+        if self.workers < 1 or self.pool_size < 1:
+            raise ConfigError(f"workers and pool_size must be >= 1, got {self.workers}, {self.pool_size}")
+        if self.workers > 1 and not str(self.database or "").startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{self.workers} workers need a PostgreSQL database (--database postgresql://...); "
+                              "SQLite serves one worker")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range 0..65535")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("https needs both a certificate and a key")
         if self.bundle is not None and not Path(self.bundle).exists():
             raise ConfigError(f"bundle {self.bundle} not found (expected a directory or .tar.gz)")
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{Path(self.data_dir) / 'events.db'}"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return Path(self.bundle_store) if self.bundle_store else Path(self.data_dir) / "bundles"
 
 
 def read_token_file(path: str | Path) -> str:

@@ -271,7 +271,7 @@ class _Run:
             counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
         with sqlite3.connect(self.server_dir / "events.db") as db:
             rows = db.execute("SELECT id, body FROM events").fetchall()
-            server_counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+            server_counters = dict(db.execute("SELECT name, SUM(value) FROM counters GROUP BY name").fetchall())
         expected = {make_event(i)["id"]: make_event(i) for i in range(p.events)}
         stored_ids = [i for i, _ in rows]
         distinct = set(stored_ids)

@@ -1,19 +1,25 @@
-"""Reference sync server (aiohttp): event intake, bundle offers, fault injection.
+"""The sync server (aiohttp): event intake, health reports, bundle offers and rollouts,
+fleet status, metrics, fault injection; one process or several (``--workers``).
 
-Endpoints (all but /healthz need ``Authorization: Bearer <token>``)::
+Endpoints (all but /healthz need ``Authorization: Bearer <token>``; who may call which is in `auth`)::
 
     GET  /healthz                 {"ok": true}
     POST /v1/events               {"events": [{"id": ...}, ...]} -> {"held": [...], "rejected": {...}}
-                                  stored in SQLite keyed by event id, so resends are harmless
-    GET  /v1/stats                {"events": distinct ids held, "redeliveries": ..., "batches": ...}
-    GET  /v1/manifest             manifest.json bytes of the offered bundle (ETag, If-None-Match)
+                                  keyed by (device, event id), so resends are harmless
+    POST /v1/health               a device's heartbeat: bundle_id, fps, unknown_rate, errors, outbox_backlog
+    GET  /v1/manifest             manifest.json bytes of the bundle offered to this device (ETag)
     GET  /v1/manifest.sig         its Ed25519 signature (file beside the bundle, or --signing-key)
-    GET  /v1/bundles/NAME         a bundle file or the archive, with Range support
-    GET|POST /v1/admin/faults     read or set fault injection (only with --admin)
+    GET  /v1/bundles/NAME         a file of that bundle or its archive, with Range support
+    GET  /v1/stats                {"events": distinct events held, "redeliveries": ..., "batches": ...}
+    GET  /v1/admin/fleet          every device's last report and every rollout
+    GET|POST /v1/admin/faults     read or set this worker's fault injection (only with --admin)
+    GET  /metrics                 Prometheus exposition (admin token)
 
-The offered bundle is a directory (signature in ``DIR/manifest.json.sig``) or a .tar.gz
-archive (signature in ``ARCHIVE.sig``); it is read on each request, so replacing it on
-disk changes the offer.
+Devices use either their own token (`shelfsight fleet device add`), or, in the reference
+setup, a token shared by all (``--token-file``) with X-Shelfsight-Device naming them.
+With ``--bundle`` every device is offered that bundle (a directory, signature in
+``DIR/manifest.json.sig``, or a .tar.gz, signature in ``ARCHIVE.sig``; read on each
+request); without it each device gets its rollout's bundle (`shelfsight fleet rollout`).
 
 Fault injection (tests and demos): a share of event batches answered 500, a share whose
 connection is dropped without an answer, a share answered slowly; each randomly before
@@ -44,11 +50,11 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def _start(config: ServerConfig) -> tuple[web.AppRunner, str]:
+async def _start(config: ServerConfig, reuse_port: bool = False) -> tuple[web.AppRunner, str]:
     app = make_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config))
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config), reuse_port=reuse_port)
     try:
         await site.start()
     except OSError as e:
@@ -114,11 +120,12 @@ class SyncServer:
         self.stop()
 
 
-def serve(config: ServerConfig) -> None:
-    """Run in the foreground until SIGINT or SIGTERM."""
+def serve(config: ServerConfig, reuse_port: bool = False, announce: bool = True) -> None:
+    """Run one server process in the foreground until SIGINT or SIGTERM."""
     async def main() -> None:
-        runner, url = await _start(config)
-        click.echo(f"sync-server listening on {url} (data in {config.data_dir})", err=True)
+        runner, url = await _start(config, reuse_port)
+        if announce:
+            click.echo(f"sync-server listening on {url} (data in {config.data_dir})", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,10 +139,17 @@ def serve(config: ServerConfig) -> None:
 @click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for the event database.")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File whose first line is the bearer token devices must send.")
-@click.option("--bundle", type=click.Path(path_type=Path), help="Bundle directory or .tar.gz to offer.")
+              help="Directory for the SQLite database and the bundle store.")
+@click.option("--database", envvar="SHELFSIGHT_FLEET_DB",
+              help="postgresql://... or sqlite:///PATH (default: SQLite in --data-dir) [$SHELFSIGHT_FLEET_DB].")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Server processes sharing the port (more than one needs PostgreSQL).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File whose first line is a token shared by all devices (without it: per-device tokens only).")
+@click.option("--bundle", type=click.Path(path_type=Path),
+              help="Bundle directory or .tar.gz offered to every device (without it: rollouts decide).")
+@click.option("--bundle-store", type=click.Path(file_okay=False, path_type=Path),
+              help="The fleet's bundle directory (default: DATA_DIR/bundles).")
 @click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path),
               help="Ed25519 private key (PEM) to sign the offered manifest.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Certificate chain (PEM) for https.")
@@ -146,11 +160,16 @@ def serve(config: ServerConfig) -> None:
 @click.option("--slow-rate", type=float, default=0.0, help="Share of event batches answered slowly.")
 @click.option("--slow-s", type=float, default=2.0, show_default=True, help="Delay of a slow answer.")
 @click.option("--seed", type=int, help="Seed of the fault injection.")
-def sync_server(port, host, data_dir, token_file, bundle, signing_key, tls_cert, tls_key, admin,
-                fail_rate, drop_rate, slow_rate, slow_s, seed) -> None:
-    """Run the reference sync server: stores device events, offers a bundle."""
+def sync_server(port, host, data_dir, database, workers, token_file, bundle, bundle_store, signing_key, tls_cert,
+                tls_key, admin, fail_rate, drop_rate, slow_rate, slow_s, seed) -> None:
+    """Run the sync server: stores device events, offers bundles, runs rollouts."""
     faults = Faults(error_rate=fail_rate, drop_rate=drop_rate, slow_rate=slow_rate, slow_s=slow_s)
-    config = ServerConfig(data_dir=data_dir, token=read_token_file(token_file), host=host, port=port,
-                          bundle=bundle, signing_key=signing_key, tls_cert=tls_cert, tls_key=tls_key,
+    config = ServerConfig(data_dir=data_dir, token=read_token_file(token_file) if token_file else None,
+                          database=database, workers=workers, host=host, port=port, bundle=bundle,
+                          bundle_store=bundle_store, signing_key=signing_key, tls_cert=tls_cert, tls_key=tls_key,
                           admin=admin, seed=seed, faults=faults)
-    serve(config)
+    if workers > 1:
+        from .workers import serve_workers
+        serve_workers(config)
+    else:
+        serve(config)
