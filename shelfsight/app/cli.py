@@ -31,6 +31,8 @@ COMMANDS: dict[str, Entry] = {
     "sync-server": Entry("shelfsight.tools.server.server:sync_server",
                          "Run the reference sync server: device events, bundle offers.", "server"),
     "sync-keys": Entry("shelfsight.tools.server.keys:sync_keys", "Ed25519 keys for signed bundle updates.", "server"),
+    "fleet": Entry("shelfsight.tools.server.fleet_cli:fleet",
+                   "Devices, their tokens, staged rollouts and the fleet status of a sync server.", "server"),
     "train": Entry("shelfsight.training.cli:train", "Fine-tune an ImageNet backbone on product photos.", "train"),
     "eval": Entry("shelfsight.app.eval_cli:eval_command", "Evaluate a training run or a bundle.", "train"),
     "export": Entry("shelfsight.export.cli:export", "Compress and convert a training run into a bundle.", "train"),
