@@ -11,10 +11,12 @@ unreadable images skips (and counts) it too.
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -106,3 +108,23 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def expand_image_args(args: Iterable[str]) -> list[str]:
+    """Command-line image arguments as files: a folder gives its images (recursively, sorted),
+    a glob its matches (for shells that did not expand it: quoted, or on Windows), a file itself.
+    Raises ConfigError for a folder or glob with no images: nothing to do is a user mistake."""
+    out: list[str] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if is_image_file(p))
+        elif not path.exists() and glob.has_magic(arg):
+            found = sorted(p for p in glob.glob(arg, recursive=True) if is_image_file(Path(p)))
+        else:
+            out.append(arg)  # a missing or unreadable file is reported (and counted) where it is read
+            continue
+        if not found:
+            raise ConfigError(f"{arg}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        out.extend(found)
+    return out

@@ -41,8 +41,9 @@ def _runtime_noise(line: str) -> bool:
     return line.startswith(("WARNING: All log messages", "E0000", "W0000", "I0000", "INFO: Created TensorFlow"))
 
 
-def test_missing_bundle_is_one_line(tmp_path):
-    _one_line_error(shelfsight("classify", str(tmp_path / "nope"), "x.jpg"), "not found")
+def test_missing_bundle_is_one_line(tmp_path, sample_data):
+    image = next((sample_data / "val").rglob("*.jpg"))
+    _one_line_error(shelfsight("classify", str(tmp_path / "nope"), str(image)), "not found")
 
 
 def test_unknown_backbone_is_one_line(tmp_path):

@@ -66,7 +66,7 @@ def event_for(label="apple", index=7, jpeg_quality=None):
 
 def test_event_fields_are_plain_json_and_carry_no_picture_by_default():
     event = event_for()
-    assert set(event) == {"id", "time", "source", "frame", "label", "score", "predictions", "matches", "latency_ms"}
+    assert set(event) == {"schema", "id", "time", "source", "frame", "label", "score", "predictions", "matches", "latency_ms"}
     assert len(event["id"]) == 32 and int(event["id"], 16) >= 0
     assert event["time"] == "2024-05-01T12:00:00.250+00:00"
     assert datetime.fromisoformat(event["time"]).timestamp() == 1714564800.25

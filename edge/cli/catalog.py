@@ -8,6 +8,8 @@ import click
 from shelfsight.console import progress_disabled
 from shelfsight.errors import ConfigError
 
+from .common import ImageArgs, open_recognizer, runtime_options, top_k_option
+
 
 @click.command()
 @click.argument("bundle", type=click.Path())
@@ -48,57 +50,67 @@ def index(bundle, catalog_data, iconic_only, target_recall, pca_dim, backend, re
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, required=True)
 @click.option("--sku", required=True, help="Item id / SKU of the new product.")
 @click.option("--name", default="", help="Display name.")
 @click.option("--label", default="", help="Class label (default: the name or SKU).")
-def enroll(bundle, images, sku, name, label):
-    """Add a product on the device from a few photos: searchable at once, kept across restarts."""
-    from ..catalog.items import CatalogItem
-    from ..runtime.recognizer import Recognizer
-    from shelfsight.images import UnreadableImage, read_image
+@runtime_options
+def enroll(bundle, images, sku, name, label, runtime, threads, delegate):
+    """Add a product on the device from a few photos (files, folders or globs): searchable at
+    once, kept across restarts."""
+    import numpy as np
 
-    with Recognizer.create_from_bundle(bundle, search_k=1) as rec:
+    from ..catalog.items import CatalogItem
+
+    inputs = ImageArgs(images)
+    with open_recognizer(bundle, runtime, threads, delegate, search_k=1) as rec:
         if rec.index is None:
             raise ConfigError(f"{bundle} has no search index; build one with `shelfsight index BUNDLE --catalog DATA`")
         vectors, used = [], []
-        for path in images:
-            try:
-                vectors.append(rec.embed(read_image(path)))
-                used.append(path)
-            except (UnreadableImage, OSError) as e:
-                click.echo(f"skipped {path}: {e}", err=True)
+        for path, frame in inputs:
+            vectors.append(rec.embed(frame))
+            used.append(path)
         if not vectors:
             raise ConfigError("none of the images could be read")
-        import numpy as np
-
         rec.index.enroll(CatalogItem(sku, label=label or name or sku, sku=sku, name=name, images=tuple(used)),
                          np.stack(vectors))
-    click.echo(json.dumps({"enrolled": sku, "photos": len(used), "skipped": len(images) - len(used)}))
+    click.echo(json.dumps({"enrolled": sku, "photos": len(used), "skipped": inputs.skipped}))
 
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.argument("image", type=click.Path())
-@click.option("-k", "--top-k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.argument("images", nargs=-1, required=True)
+@top_k_option(5, "Similar catalog items per image.")
 @click.option("--all", "show_all", is_flag=True, help="Also show items under the unknown threshold.")
-def search(bundle, image, top_k, show_all):
-    """Find the catalog items that look most like IMAGE."""
-    from shelfsight.images import UnreadableImage, read_image
+@click.option("--json", "as_json", is_flag=True, help="One result record (JSON) per line and image.")
+@runtime_options
+def search(bundle, images, top_k, show_all, as_json, runtime, threads, delegate):
+    """Find the catalog items that look most like each image (files, folders or globs).
 
-    from ..runtime.recognizer import Recognizer
+    --json writes the result schema that classify and events share (shelfsight.result/1):
+    "matches" holds the similar items, "label"/"score" the best one (None under the threshold).
+    """
+    import time
 
-    try:
-        frame = read_image(image)
-    except (UnreadableImage, OSError) as e:  # as classify reports it, but the only image: an error
-        raise ConfigError(str(e) if isinstance(e, UnreadableImage) else f"{image}: {e.strerror or e}") from None
-    with Recognizer.create_from_bundle(bundle, search_k=top_k) as rec:
+    from ..runtime.results import result_record
+
+    inputs = ImageArgs(images)
+    with open_recognizer(bundle, runtime, threads, delegate, search_k=top_k) as rec:
         if rec.index is None:
             raise ConfigError(f"{bundle} has no search index; build one with `shelfsight index BUNDLE --catalog DATA`")
-        embedding = rec.embed(frame)
         threshold = None if show_all else rec.similarity_threshold
-        matches = rec.index.search(embedding, top_k, min_similarity=threshold)
-    if not matches:
-        click.echo(f"{image}: unknown (nothing above similarity {rec.similarity_threshold:.3f})")
-    for m in matches:
-        click.echo(f"{m.similarity:.4f}  {m.item_id}  {m.name or m.label}")
+        for path, frame in inputs:
+            t0 = time.perf_counter()
+            matches = rec.index.search(rec.embed(frame), top_k, min_similarity=threshold)
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            if as_json:
+                best = matches[0] if matches and matches[0].similarity >= rec.similarity_threshold else None
+                click.echo(json.dumps({"image": path, **result_record(
+                    best.label if best else None, best.similarity if best else 0.0, (), matches, latency_ms)}))
+                continue
+            prefix = f"{path}: " if len(inputs.paths) > 1 else ""
+            if not matches:
+                click.echo(f"{path}: unknown (nothing above similarity {rec.similarity_threshold:.3f})")
+            for m in matches:
+                click.echo(f"{prefix}{m.similarity:.4f}  {m.item_id}  {m.name or m.label}")
+    inputs.report()

@@ -2,61 +2,36 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from .common import ImageArgs, open_recognizer, runtime_options, top_k_option
 from .objects import build_objects, objects_options
 from .sync import config_from_options, sync_options
 
-RUNTIME_CHOICES = click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"])
-
-
-def _recognizer(bundle, runtime, threads, delegate, top_k, search_k=0):
-    from ..runtime.recognizer import Recognizer
-
-    return Recognizer.create_from_bundle(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
-                                         top_k=top_k, search_k=search_k)
-
-
-def runtime_options(f):
-    f = click.option("--delegate", multiple=True, help="Delegate library (e.g. libedgetpu.so.1); repeatable.")(f)
-    f = click.option("--threads", type=click.IntRange(1, 64), default=None, help="Interpreter threads.")(f)
-    f = click.option("--runtime", type=RUNTIME_CHOICES, default="auto", show_default=True,
-                     help="TFLite interpreter to use.")(f)
-    return f
-
-
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per image.")
+@click.argument("images", nargs=-1, required=True)
+@top_k_option(3)
+@click.option("--json", "as_json", is_flag=True, help="One result record (JSON) per line and image.")
 @runtime_options
 def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
-    """Name the product in each image (unreadable images are skipped and counted)."""
-    from shelfsight.images import UnreadableImage, read_image
+    """Name the product in each image: files, folders (their images, recursively) or globs.
 
-    skipped = 0
-    with _recognizer(bundle, runtime, threads, delegate, top_k) as rec:
-        for path in images:
-            try:
-                frame = read_image(path)
-            except (UnreadableImage, OSError) as e:
-                skipped += 1
-                click.echo(f"skipped {path}: {e}", err=True)
-                continue
+    Unreadable images are skipped and counted. --json writes the result schema that search
+    and events share (shelfsight.result/1).
+    """
+    inputs = ImageArgs(images)
+    with open_recognizer(bundle, runtime, threads, delegate, top_k) as rec:
+        for path, frame in inputs:
             r = rec.classify(frame)
             if as_json:
                 click.echo(json.dumps({"image": path, **r.to_dict()}))
             else:
                 top = ", ".join(f"{p.label} {p.score:.3f}" for p in r.predictions)
                 click.echo(f"{path}: {r.label or 'unknown'} ({top}) {r.latency_ms:.1f} ms")
-    if skipped:
-        click.echo(f"{skipped} of {len(images)} images skipped", err=True)
-        if skipped == len(images):
-            sys.exit(1)
+    inputs.report()
 
 
 @click.command(name="run")
@@ -67,7 +42,7 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
               help="stdout, jsonl:PATH or an http(s):// hook URL; repeatable.")
 @click.option("--loop", is_flag=True, help="Restart a file or folder at its end.")
 @click.option("--roi", help="Region x,y,w,h in pixels, or fractions with a decimal point (0.25,0.25,0.5,0.5).")
-@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
+@top_k_option(3)
 @click.option("--search-k", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Similar catalog items per event (0: no search).")
 @click.option("--stable-frames", type=click.IntRange(1, 1000), default=3, show_default=True,

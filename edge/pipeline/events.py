@@ -1,15 +1,13 @@
 """Recognition events: the one JSON-ready dict every sink receives.
 
-An event has: "id" (uuid4 hex), "time" (ISO 8601, UTC, of the frame's capture), "source",
-"frame" (the frame index), "label" (None for unknown), "score", "predictions" (top-k:
-label, score, index), "matches" (similar catalog items: item_id, sku, label, name,
-similarity), "latency_ms" (of the recognition), and "jpeg" (the frame, base64) only when
-asked for: by default no picture leaves the device.
+An event is the result record (runtime/results.py: "schema", "label" (None for unknown),
+"score", "predictions", "matches", "latency_ms") with "id" (uuid4 hex), "time" (ISO 8601,
+UTC, of the frame's capture), "source" and "frame" (the frame index), and "jpeg" (the
+frame, base64) only when asked for: by default no picture leaves the device.
 """
 from __future__ import annotations
 
 import base64
-import dataclasses
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -27,24 +25,15 @@ def build_event(recognition: Recognition, frame: Frame, *, jpeg_quality: int | N
     """Make the event for a recognition of `frame`.
 
     Args:
-        recognition: the recogniser's result (predictions and matches are dataclasses).
+        recognition: the recogniser's result.
         frame: the frame it was made from.
         jpeg_quality: 1..100 to attach the frame as a base64 JPEG; None (default) attaches nothing.
 
     Raises:
         ConfigError: jpeg_quality outside 1..100.
     """
-    event = {
-        "id": uuid.uuid4().hex,
-        "time": iso_time(frame.timestamp),
-        "source": frame.source,
-        "frame": frame.index,
-        "label": recognition.label,
-        "score": recognition.score,
-        "predictions": [_record(p) for p in recognition.predictions],
-        "matches": [_record(m) for m in recognition.matches],
-        "latency_ms": recognition.latency_ms,
-    }
+    event = {"id": uuid.uuid4().hex, "time": iso_time(frame.timestamp), "source": frame.source,
+             "frame": frame.index, **recognition.to_dict()}
     if jpeg_quality is not None:
         event["jpeg"] = encode_jpeg(frame.image, jpeg_quality)
     return _plain(event)
@@ -63,14 +52,6 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 85) -> str:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image_bgr.shape} {image_bgr.dtype} image as JPEG")
     return base64.b64encode(data.tobytes()).decode("ascii")
-
-
-def _record(item: Any) -> dict:
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return dataclasses.asdict(item)
-    if isinstance(item, dict):
-        return dict(item)
-    raise TypeError(f"expected a dataclass record (Prediction / Match), got {type(item).__name__}")
 
 
 def _plain(value: Any) -> Any:

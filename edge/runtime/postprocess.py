@@ -6,10 +6,12 @@ anything that makes one from a frame (the Recognizer, the hot-reloading wrapper,
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
+
+from .results import result_record
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,8 @@ class Recognition:
     reported: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": round(self.score, 5),
-                "top_k": [{"label": p.label, "score": round(p.score, 5)} for p in self.predictions],
-                "similar": [asdict(m) for m in self.matches], "latency_ms": round(self.latency_ms, 3)}
+        """The result record (results.py: the schema classify, search and events share)."""
+        return result_record(self.label, self.score, self.predictions, self.matches, self.latency_ms)
 
 
 class FrameRecognizer(Protocol):

@@ -6,6 +6,7 @@ bad options) print one line and exit non-zero; anything else is a bug and keeps 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import sys
@@ -60,6 +61,13 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name].summary) for name in self.list_commands(ctx)])
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+            ctx.fail(f"no such command '{name}'." + (f" Did you mean '{close[0]}'?" if close else ""))
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         entry = COMMANDS.get(name)
         if entry is None:
@@ -87,7 +95,19 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose"})
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """-q/-v anywhere before a "--" move in front of the command, where the group reads them
+    (no subcommand uses these letters)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         cli.main(args=argv, prog_name="shelfsight", standalone_mode=False)
     except ShelfsightError as e:
