@@ -4,19 +4,32 @@ Annoy stores integer ids only and records neither its dimension nor its tree cou
 caller (`search.CatalogIndex`) keeps those facts and the id -> item map beside the file.
 `AnnoyBackend.open` memory-maps the file (``prefault=False``), so every process that
 opens the same index shares one copy of it in the page cache.
+
+Annoy publishes no wheels (it needs a compiler), so it is the optional [annoy] extra.
+Without it, `open_ann` — the one place the choice is made — reads the item vectors straight
+out of the same file (an angular node is n_descendants, two children, the vector; items
+are nodes 0..n-1) and searches them exactly: recall 1.0, the same answers as a fully
+searched Annoy index, at exact-search speed. Building an Annoy index needs annoy.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
-from annoy import AnnoyIndex
 
 from shelfsight.atomic import write_via
 from shelfsight.errors import ConfigError, IndexMismatchError
 
-from .vectors import cosine_from_angular
+from .vectors import ExactSearch, cosine_from_angular
+
+try:
+    from annoy import AnnoyIndex
+except ImportError:  # a device without the [annoy] extra: see open_ann
+    AnnoyIndex = None
+
+log = logging.getLogger(__name__)
 
 METRIC = "angular"
 
@@ -34,6 +47,9 @@ def build_annoy(unit_vectors: np.ndarray, n_trees: int, path: Path, seed: int = 
     """
     if n_trees < 1:
         raise ConfigError(f"n_trees must be >= 1, got {n_trees}")
+    if AnnoyIndex is None:
+        raise ConfigError("building an Annoy index needs annoy, which is not installed: "
+                          "pip install 'shelfsight[annoy]' (or index with --backend exact)")
     n, d = unit_vectors.shape
     index = AnnoyIndex(d, METRIC)
     index.set_seed(int(seed))
@@ -46,6 +62,47 @@ def build_annoy(unit_vectors: np.ndarray, n_trees: int, path: Path, seed: int = 
     finally:
         index.unload()
     return path.stat().st_size
+
+
+def annoy_available() -> bool:
+    return AnnoyIndex is not None
+
+
+def open_ann(path: Path, dimension: int, count: int, search_k: int, k: int = 10) -> "AnnoyBackend | ExactSearch":
+    """A saved Annoy index: through annoy where installed, else its vectors searched exactly."""
+    if AnnoyIndex is not None:
+        return AnnoyBackend(path, dimension, count, search_k, k)
+    log.info("annoy is not installed: searching %s exactly (%d vectors)", path, count)
+    return ExactSearch(read_annoy_items(path, dimension, count))
+
+
+def read_annoy_items(path: Path, dimension: int, count: int) -> np.ndarray:
+    """The (count, dimension) item vectors of an angular Annoy file, memory-mapped, without annoy.
+
+    Raises:
+        IndexMismatchError: the file is missing, not a whole number of nodes, or its roots
+            (the last nodes) say it holds another number of items.
+    """
+    path = Path(path)
+    node_bytes = _check_size(path, dimension)
+    nodes = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, node_bytes // 4)
+    found = int(nodes[-1:, :1].view(np.int32)[0, 0])  # a root's n_descendants is the item count
+    if found != count or len(nodes) < count:
+        raise IndexMismatchError(f"{path}: holds {found} vectors, the index spec says {count}")
+    return nodes[:count, 3:]
+
+
+def _check_size(path: Path, dimension: int) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise IndexMismatchError(f"{path}: Annoy index not readable ({e.strerror})") from None
+    node = annoy_node_bytes(dimension)
+    if size == 0 or size % node:
+        raise IndexMismatchError(
+            f"{path}: {size} bytes is not a whole number of {node}-byte nodes of a "
+            f"{dimension}-dimensional angular index (truncated, or built for another dimension)")
+    return node
 
 
 class AnnoyBackend:
@@ -68,15 +125,7 @@ class AnnoyBackend:
     def __init__(self, path: Path, dimension: int, count: int, search_k: int, k: int = 10):
         self.path = Path(path)
         self.dimension, self.search_k, self.k = int(dimension), int(search_k), int(k)
-        try:
-            size = self.path.stat().st_size
-        except OSError as e:
-            raise IndexMismatchError(f"{self.path}: Annoy index not readable ({e.strerror})") from None
-        node = annoy_node_bytes(self.dimension)
-        if size == 0 or size % node:
-            raise IndexMismatchError(
-                f"{self.path}: {size} bytes is not a whole number of {node}-byte nodes of a "
-                f"{self.dimension}-dimensional angular index (truncated, or built for another dimension)")
+        _check_size(self.path, self.dimension)
         self._index = AnnoyIndex(self.dimension, METRIC)
         try:
             self._index.load(str(self.path), prefault=False)

@@ -19,7 +19,7 @@ from shelfsight.atomic import write_with
 from shelfsight.bundle import file_entry
 from shelfsight.errors import ConfigError, IndexMismatchError
 
-from .ann import AnnoyBackend
+from .ann import AnnoyBackend, open_ann
 from .enroll import EnrolledDelta
 from .items import Catalog, CatalogItem
 from .projection import Projection
@@ -155,7 +155,7 @@ def open_state(directory: Path, spec: dict[str, Any], projection: Projection | N
 def _open_backend(directory: Path, spec: dict[str, Any]) -> AnnoyBackend | ExactSearch:
     files, dim, n = spec["files"], int(spec["dimension"]), int(spec["vector_count"])
     if spec["backend"] == "annoy":
-        return AnnoyBackend(directory / files["ann"], dim, n, int(spec["search_k"]), int(spec["k"]))
+        return open_ann(directory / files["ann"], dim, n, int(spec["search_k"]), int(spec["k"]))
     if spec["backend"] == "exact":
         vectors = _load_npy(directory / files["vectors"], mmap=True)
         if vectors.dtype != np.float32 or vectors.shape != (n, dim):

@@ -29,7 +29,7 @@ from shelfsight.atomic import publish
 from shelfsight.errors import ConfigError
 from shelfsight.timing import latencies
 
-from .ann import AnnoyBackend, annoy_node_bytes, build_annoy
+from .ann import AnnoyBackend, annoy_available, annoy_node_bytes, build_annoy
 from .vectors import ExactSearch
 
 BACKENDS = ("auto", "annoy", "exact")
@@ -242,6 +242,8 @@ def tune(unit_vectors: np.ndarray, path: Path, options: TuningOptions,
     k = options.k
     if options.backend == "exact":
         return report("exact", "exact search was requested", None)
+    if options.backend == "auto" and not annoy_available():
+        return report("exact", "exact: annoy is not installed (pip install 'shelfsight[annoy]')", None)
     if n < MIN_ANN_VECTORS and options.backend == "auto":
         return report("exact", f"exact: {n} vectors are fewer than {MIN_ANN_VECTORS}, too few to gain from an "
                       f"ANN index", None)
