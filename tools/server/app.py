@@ -120,7 +120,11 @@ async def health(request: web.Request) -> web.Response:
 async def post_events(request: web.Request) -> web.Response:
     state: ServerState = request.app[STATE]
     t0 = time.perf_counter()
-    valid, rejected = parse_batch(await request.read())
+    try:
+        body = await request.read()
+    except ConnectionResetError:  # the device went away mid-request (it resends the batch)
+        raise web.HTTPBadRequest(text="connection lost while reading the batch") from None
+    valid, rejected = parse_batch(body)
     faults, rng = state.faults, state.rng
     roll, after_store = rng.random(), rng.random() < 0.5
     fault = ("error" if roll < faults.error_rate else

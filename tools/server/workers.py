@@ -28,7 +28,6 @@ from shelfsight.errors import ConfigError
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
 
-log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 0.5
 
@@ -114,7 +113,6 @@ class Supervisor:
             time.sleep(0.2)
             for index, proc in list(self.procs.items()):
                 if proc.exitcode is not None and not self.stopping:
-                    log.warning("worker %d (pid %d) exited with %s; restarting", index, proc.pid, proc.exitcode)
                     click.echo(f"sync-server worker {index} (pid {proc.pid}) exited with {proc.exitcode}; "
                                "restarting", err=True)
                     multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))
