@@ -52,6 +52,9 @@ def test_workers_share_the_database_and_a_killed_one_is_restarted(tmp_path, post
         # faults are per worker: the answer names the worker whose faults it shows
         r = requests.get(base + "/v1/admin/faults", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
         assert r.headers["X-Shelfsight-Worker"] in answered and r.json()["error_rate"] == 0.0
+        metrics = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=5).text
+        assert 'shelfsight_server_events_total{outcome="held"} 40.0' in metrics  # every worker's, summed
+        assert "shelfsight_fleet_events 40.0" in metrics
         killed = workers["0"]
         subprocess.run(["kill", "-KILL", str(killed)], check=True)
         while json.loads(pid_file.read_text())["workers"]["0"] == killed:
