@@ -23,6 +23,8 @@ EDGE_ALLOWED = {
     "pipeline": {"runtime", "catalog"},
     "sync": {"runtime"},
     "objects": {"runtime", "pipeline", "catalog"},
+    # the self-checkout screen sits on the run loop and sync; its command reuses the device commands' options
+    "kiosk": {"runtime", "pipeline", "catalog", "sync", "cli"},
 }
 # What training and export use of the device side today: the TFLite runtime's public API only
 # (export checks every converted model through the same interpreter the device runs).

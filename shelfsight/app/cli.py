@@ -49,6 +49,9 @@ COMMANDS: dict[str, Entry] = {
     "index": Entry("shelfsight.edge.cli.catalog:index", "Embed the catalog with the bundle's model; write a search index."),
     "enroll": Entry("shelfsight.edge.cli.catalog:enroll", "Add a product on the device from a few photos."),
     "search": Entry("shelfsight.edge.cli.catalog:search", "Find the catalog items that look most like IMAGE."),
+    "kiosk": Entry("shelfsight.edge.kiosk.cli:kiosk", "Serve the self-checkout screen: live view, top-3 to tap, taps that teach.",
+                   "kiosk"),
+    "feedback": Entry("shelfsight.edge.kiosk.cli:feedback", "Export the kiosk's confirmed photos as a dataset."),
 }
 
 

@@ -1,0 +1,160 @@
+// The shopper's page: live view (MJPEG), the top-3 from server-sent events, taps, "none of these".
+// Plain JavaScript, no build step, nothing fetched from outside the device.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const config = { confirm_hold_s: 2 };
+  const kiosk = (window.__kiosk = { rendered: [], taps: 0, state: null });
+  let shown = null;          // the state on screen
+  let holdUntil = 0;         // taps ignored until then (after a confirmation)
+  let busy = false;          // a tap is on its way
+  let searchFrame = null;    // the frame "none of these" was opened on
+
+  fetch("/api/config").then((r) => r.json()).then((c) => Object.assign(config, c)).catch(() => {});
+
+  // ---- live view: reconnect when the stream ends or fails ----
+  const live = $("live");
+  live.addEventListener("error", () => setTimeout(() => { live.src = "/stream.mjpg?t=" + Date.now(); }, 1000));
+
+  // ---- answers ----
+  function connect() {
+    const events = new EventSource("/api/events");
+    events.onmessage = (m) => render(JSON.parse(m.data));
+    events.onerror = () => { $("status").textContent = "Reconnecting…"; };
+  }
+
+  function initials(name) {
+    return name.split(/[\s-]+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
+  }
+
+  function thumb(c) {
+    const t = document.createElement("div");
+    t.className = "thumb";
+    t.textContent = initials(c.name);
+    const img = new Image();
+    img.alt = "";
+    img.onload = () => { t.textContent = ""; t.appendChild(img); };
+    img.src = "/catalog/" + encodeURIComponent(c.item_id) + "/image";
+    return t;
+  }
+
+  function card(c, i, onTap) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "candidate" + (i === 0 ? " first" : "") + (c.confidence < 0.5 ? " weak" : "");
+    b.dataset.item = c.item_id;
+    b.appendChild(thumb(c));
+    const text = document.createElement("div");
+    text.innerHTML = '<div class="name"></div><div class="sku"></div><div class="bar"><i></i></div>';
+    text.querySelector(".name").textContent = c.name;
+    text.querySelector(".sku").textContent = c.sku !== c.name ? c.sku : "";
+    text.querySelector(".bar i").style.width = Math.round(c.confidence * 100) + "%";
+    b.appendChild(text);
+    b.addEventListener("click", () => onTap(c, b));
+    return b;
+  }
+
+  function render(state) {
+    kiosk.state = state;
+    const ids = state.candidates.map((c) => c.item_id).join("|");
+    const same = shown && shown.state === state.state && shown.ids === ids;
+    const box = $("candidates");
+    if (!same) {
+      box.replaceChildren(...state.candidates.map((c, i) => card(c, i, tapCandidate)));
+      const prompt = $("prompt");
+      prompt.className = state.state === "unknown" ? "unknown" : "";
+      prompt.textContent = state.state === "known" ? "Is this your product?"
+        : state.state === "unknown" ? "Not sure — is it one of these?"
+        : state.state === "starting" ? "Starting…" : "Place your product on the tray";
+      $("none").hidden = !(state.state === "known" || state.state === "unknown");
+    } else {
+      state.candidates.forEach((c, i) => {
+        const bar = box.children[i] && box.children[i].querySelector(".bar i");
+        if (bar) bar.style.width = Math.round(c.confidence * 100) + "%";
+      });
+    }
+    shown = { state: state.state, ids: ids, frame: state.frame };
+    $("status").textContent = state.state === "empty" ? "Waiting for a product" : "Recognising";
+    if (state.captured) {
+      kiosk.rendered.push({ frame: state.frame, captured: state.captured, shown: Date.now() / 1000,
+                            top: state.candidates.length ? state.candidates[0].item_id : null });
+      if (kiosk.rendered.length > 500) kiosk.rendered.splice(0, 100);
+    }
+  }
+
+  // ---- taps ----
+  function toast(text, error) {
+    const t = $("toast");
+    t.textContent = text;
+    t.className = "toast" + (error ? " error" : "");
+    t.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { t.hidden = true; }, Math.max(800, config.confirm_hold_s * 1000));
+  }
+
+  async function confirmTap(frame, c, button) {
+    if (busy || Date.now() < holdUntil || !frame) return;
+    busy = true;
+    kiosk.taps += 1;
+    if (button) button.classList.add("chosen");
+    try {
+      const r = await fetch("/api/confirm", { method: "POST", headers: { "Content-Type": "application/json" },
+                                              body: JSON.stringify({ frame: frame, item_id: c.item_id }) });
+      const answer = await r.json();
+      if (r.ok) {
+        holdUntil = Date.now() + config.confirm_hold_s * 1000;
+        toast("Added: " + answer.name + " ✓");
+        closeSearch();
+      } else {
+        toast(r.status === 410 || r.status === 409 ? "Please tap your product again" : answer.error, true);
+      }
+      kiosk.last = { status: r.status, answer: answer };
+    } catch (e) {
+      toast("The till is not answering — please ask staff", true);
+    } finally {
+      busy = false;
+      if (button) setTimeout(() => button.classList.remove("chosen"), 400);
+    }
+  }
+
+  function tapCandidate(c, button) { confirmTap(shown && shown.frame, c, button); }
+
+  // ---- none of these: visual search and the name filter ----
+  function showResults(items, title) {
+    $("search-title").textContent = title;
+    $("results").replaceChildren(...items.map((c, i) => card(c, -1, (cc, b) => confirmTap(searchFrame, cc, b))));
+  }
+
+  async function similar() {
+    try {
+      const r = await fetch("/api/similar?frame=" + searchFrame);
+      const body = await r.json();
+      if (r.ok && !$("filter").value) showResults(body.items, "Looks like");
+    } catch (e) { /* the name filter still works */ }
+  }
+
+  let filterTimer = 0;
+  $("filter").addEventListener("input", () => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(async () => {
+      const q = $("filter").value.trim();
+      if (!q) return similar();
+      const r = await fetch("/api/catalog?q=" + encodeURIComponent(q));
+      const body = await r.json();
+      showResults(body.items, body.items.length ? "Products named “" + q + "”" : "No product named “" + q + "”");
+    }, 120);
+  });
+
+  function closeSearch() { $("search").hidden = true; searchFrame = null; }
+  $("none").addEventListener("click", () => {
+    if (!shown || !shown.frame) return;
+    searchFrame = shown.frame;
+    $("filter").value = "";
+    $("results").replaceChildren();
+    $("search").hidden = false;
+    similar();
+  });
+  $("close").addEventListener("click", closeSearch);
+
+  connect();
+})();

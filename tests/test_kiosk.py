@@ -1,0 +1,355 @@
+"""The self-checkout screen in a real browser (Debian's chromium, driven by Playwright), on a real
+int8 bundle indexed with the sample catalog and a generated video of one product on the tray.
+
+Screenshots of each page go to the test's tmp dir (and to $SHELFSIGHT_KIOSK_SCREENSHOTS when set).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")]
+TOKEN = "staff-secret-token"
+
+
+# ---- fixtures: an indexed bundle, a video per product, a browser ------------------------------
+
+@pytest.fixture(scope="module")
+def indexed(int8_bundle, sample_data, tmp_path_factory):
+    from shelfsight.edge.indexing import build_index
+
+    bundle = tmp_path_factory.mktemp("kiosk") / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    build_index(bundle, sample_data, progress=False)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def product(indexed):
+    """(item id, video) of a catalog product the bundle names right from its iconic image, and
+    another product's item id (what a shopper says the first one is, when the model is 'wrong')."""
+    from shelfsight.edge.runtime.recognizer import Recognizer
+    from shelfsight.images import read_image
+    from shelfsight.tools import make_objects_video as mv
+    from shelfsight.tools.make_video import make_video
+
+    with Recognizer.create_from_bundle(indexed) as rec:
+        known = [label for label, path in mv.catalog_products() if rec.recognize(read_image(path)).label == label]
+    assert len(known) >= 2, known
+    path = dict(mv.catalog_products())[known[0]]
+    video = make_video([path], indexed.parent / f"{known[0]}.avi", fps=15, hold=30, gap=0)
+    return known[0], video, known[-1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def kiosk(indexed, product, tmp_path):
+    """start(**KioskOptions) -> (station, url, sink path): a kiosk on a private copy of the bundle."""
+    from shelfsight.edge.kiosk import BackgroundServer, KioskOptions, KioskStation
+    from shelfsight.edge.runtime.options import RecognizerOptions
+
+    started = []
+
+    def start(**options):
+        bundle = tmp_path / "bundle"
+        shutil.copytree(indexed, bundle)
+        sink = tmp_path / "events.jsonl"
+        station = KioskStation(RecognizerOptions(bundle, top_k=5, search_k=5), str(product[1]),
+                               KioskOptions(store=tmp_path / "feedback", staff_token=TOKEN,
+                                            **{"confirm_hold_s": 0.3, **options}),
+                               loop=True, sinks=(f"jsonl:{sink}",))
+        station.start()
+        server = BackgroundServer(station).start()
+        started.append((station, server))
+        return station, server.url, sink
+
+    yield start
+    for station, server in started:
+        server.close()
+        station.stop()
+
+
+def _shot(page, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("SHELFSIGHT_KIOSK_SCREENSHOTS"):
+        out = Path(os.environ["SHELFSIGHT_KIOSK_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out / f"{name}.png")
+    assert path.stat().st_size > 5000
+    return path
+
+
+def _confirmed(sink):
+    if not sink.exists():
+        return []
+    return [e for e in map(json.loads, sink.read_text().splitlines()) if e.get("kind") == "confirmed"]
+
+
+def _http(url, data=None, headers=None):
+    """(status, JSON body) of a GET, or a POST of ``data`` as JSON."""
+    body = None if data is None else json.dumps(data).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text)
+        except ValueError:
+            return e.code, text.decode()
+
+
+def _state_after(url, frame, timeout=5.0):
+    """The first state of a recognised frame >= ``frame``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, state = _http(f"{url}/api/state")
+        if state["frame"] >= frame and state["state"] in ("known", "unknown"):
+            return state
+        time.sleep(0.02)
+    raise AssertionError(f"no recognised frame from {frame} on within {timeout} s (last: {state})")
+
+
+# ---- the shopper's page -----------------------------------------------------------------------
+
+def test_the_page_shows_the_product_in_its_top3_within_2_s_and_a_tap_writes_one_confirmed_event(
+        kiosk, product, browser, tmp_path):
+    item, _, _ = product
+    station, url, sink = kiosk()
+    page = browser.new_page(viewport={"width": 1024, "height": 600})
+    started = time.monotonic()
+    page.goto(url)
+    page.wait_for_selector(f'.candidate[data-item="{item}"]', timeout=2000)
+    assert time.monotonic() - started < 2.0
+    assert page.locator(".candidate").count() == 3
+    assert page.locator("#prompt").inner_text() == "Is this your product?"
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=2000)  # the live view
+    _shot(page, tmp_path, "kiosk")
+
+    page.click(f'.candidate[data-item="{item}"]')
+    page.wait_for_selector("#toast:not([hidden])", timeout=2000)
+    name = station.recognizer.current.index.catalog.get(item).name or item
+    assert page.locator("#toast").inner_text() == f"Added: {name} ✓"
+    page.click(f'.candidate[data-item="{item}"]')  # a second tap while "added" shows: ignored
+    last = page.evaluate("window.__kiosk.last")
+    again = _http(f"{url}/api/confirm", {"frame": last["answer"]["frame"], "item_id": item})  # a retried request
+    assert again[0] == 200 and again[1]["duplicate"] is True and again[1]["event_id"] == last["answer"]["event_id"]
+    events = _confirmed(sink)
+    assert len(events) == 1
+    event = events[0]
+    assert (event["item_id"], event["sku"], event["name"], event["kiosk_frame"], event["model_item"],
+            event["model_correct"]) == (item, item, name, last["answer"]["frame"], item, True)
+    assert event["label"] == item and event["predictions"][0]["label"] == item and "jpeg" not in event
+    assert [s["item_id"] for s in event["shown"]][0] == item and len(event["shown"]) == 3
+    assert station.store.counts()["pending"] == 0  # the model was right: no photo kept
+    page.close()
+
+
+def test_confirmations_of_a_mislabelled_product_teach_the_device_and_the_next_frame_names_it(
+        kiosk, product, browser, tmp_path):
+    item, _, other = product  # the tray shows `item`; in this shop it is sold as `other`
+    station, url, sink = kiosk(teach_after=3)
+    page = browser.new_page(viewport={"width": 1024, "height": 600})
+    page.goto(url)
+    answers = []
+    for n in range(3):
+        page.wait_for_selector(f'.candidate.first[data-item="{item}"]', timeout=3000)
+        page.click("#none")
+        page.wait_for_selector("#results .candidate", timeout=3000)  # the visual search's results
+        page.fill("#filter", other[:4].lower())
+        page.wait_for_selector(f'#results .candidate[data-item="{other}"]', timeout=3000)
+        if n == 0:
+            _shot(page, tmp_path, "kiosk-search")
+        page.click(f'#results .candidate[data-item="{other}"]')
+        page.wait_for_selector("#search", state="hidden", timeout=3000)
+        answers.append(page.evaluate("window.__kiosk.last.answer"))
+        time.sleep(0.35)  # the page ignores taps while "added" shows
+    assert [a["kept"] for a in answers] == [True] * 3
+    assert [a["taught"] for a in answers[:2]] == [None, None]
+    taught = answers[2]["taught"]
+    assert (taught["enrolled"], taught["photos"]) == (other, 3)
+    state = _state_after(url, taught["from_frame"])
+    assert (state["candidates"][0]["item_id"], state["candidates"][0]["why"], state["state"]) == \
+        (other, "taught", "known")
+    page.wait_for_selector(f'.candidate.first[data-item="{other}"]', timeout=2000)
+    events = _confirmed(sink)
+    assert [(e["item_id"], e["model_item"], e["model_correct"]) for e in events] == [(other, item, False)] * 3
+    assert station.store.counts()["enrolled"] == 3
+    page.close()
+
+    out = tmp_path / "dataset"  # shelfsight feedback export
+    done = subprocess.run([sys.executable, "-m", "shelfsight", "feedback", "export", str(tmp_path / "feedback"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["photos"] == 3
+    rows = (out / "manifest.csv").read_text().splitlines()
+    assert rows[0].startswith("path,item_id,sku,name,label,predicted") and len(rows) == 4
+    assert all((out / r.split(",")[0]).is_file() and r.split(",")[1] == other for r in rows[1:])
+    refused = subprocess.run([sys.executable, "-m", "shelfsight", "feedback", "export", str(tmp_path / "feedback"),
+                              "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "not an empty folder" in refused.stderr
+
+
+# ---- the staff page ---------------------------------------------------------------------------
+
+def test_the_staff_page_refuses_a_missing_or_wrong_token_and_approves_the_review_queue(
+        kiosk, product, browser, tmp_path):
+    item, _, other = product
+    station, url, sink = kiosk(teach_after=2, review=True)
+    assert _http(f"{url}/staff")[0] == 401
+    assert _http(f"{url}/staff?token=wrong-token")[0] == 403
+    assert _http(f"{url}/api/staff/state")[0] == 401
+    assert _http(f"{url}/api/staff/state", headers={"Authorization": "Bearer wrong-token"})[0] == 403
+    assert _http(f"{url}/api/staff/queue/{other}/approve", {})[0] == 401
+    status, stats = _http(f"{url}/api/staff/state", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and stats["bundle"]["id"] == station.recognizer.current.bundle.bundle_id
+
+    for _ in range(2):  # two confirmations the model got wrong: held for review, not enrolled
+        state = _state_after(url, station.view.next_frame_id())
+        assert _http(f"{url}/api/confirm", {"frame": state["frame"], "item_id": other})[0] == 200
+    assert station.store.counts()["held"] == 2 and station.teacher.enrolments == 0
+
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    response = page.goto(f"{url}/staff")
+    assert response.status == 401 and page.locator("input[name=token]").count() == 1
+    page.fill("input[name=token]", TOKEN)
+    page.click("form button")
+    page.wait_for_selector(f'.queue-item[data-item="{other}"]', timeout=3000)
+    assert page.url == f"{url}/staff"  # the token left the address bar
+    page.wait_for_selector('.card[data-name="fps"]')
+    assert station.recognizer.current.bundle.bundle_id[:12] in page.locator('.card[data-name="bundle"]').inner_text()
+    page.wait_for_function("document.querySelectorAll('#events tr').length >= 2", timeout=3000)
+    _shot(page, tmp_path, "kiosk-staff")
+    page.click(f'.queue-item[data-item="{other}"] .approve')
+    page.wait_for_selector(f'.queue-item[data-item="{other}"]', state="detached", timeout=3000)
+    assert station.store.counts()["enrolled"] == 2 and station.teacher.enrolments == 1
+    assert _http(f"{url}/api/staff/queue/{other}/approve", {}, {"Authorization": f"Bearer {TOKEN}"})[0] == 404
+    page.close()
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+def test_reloads_two_browsers_a_dropped_stream_an_unknown_item_and_a_flood_of_taps_leave_one_event_per_frame(
+        kiosk, product, browser, tmp_path):
+    from shelfsight.edge.catalog.enroll import EnrolledDelta
+
+    item, _, other = product
+    station, url, sink = kiosk(teach_after=3)
+    first, second = browser.new_page(), browser.new_context().new_page()
+    for page in (first, second):  # two screens at once
+        page.goto(url)
+        page.wait_for_selector(f'.candidate[data-item="{item}"]', timeout=3000)
+    first.reload()
+    first.wait_for_selector(f'.candidate[data-item="{item}"]', timeout=2000)
+
+    host, port = url.removeprefix("http://").split(":")  # a screen that goes away mid-stream
+    for path in ("/stream.mjpg", "/api/events"):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert len(s.recv(4096)) > 0
+    encoded = station.view.encoded
+
+    state = _state_after(url, station.view.next_frame_id())
+    status, body = _http(f"{url}/api/confirm", {"frame": state["frame"], "item_id": "no-such-product"})
+    assert status == 404 and body == {"error": "item 'no-such-product' is not in this bundle's catalog; "
+                                               "choose one of the products offered, or search the catalog"}
+    assert _http(f"{url}/api/confirm", {"frame": "x", "item_id": item})[0] == 400
+    assert _confirmed(sink) == []
+
+    def tap(frame, chosen=other):
+        return _http(f"{url}/api/confirm", {"frame": frame, "item_id": chosen})
+
+    with ThreadPoolExecutor(16) as pool:  # a flood on one frame: one event
+        answers = list(pool.map(tap, [state["frame"]] * 40))
+    assert sorted(s for s, _ in answers) == [200] * 40
+    assert sum(not a.get("duplicate") for _, a in answers) == 1
+    assert tap(state["frame"], item)[0] == 409  # the frame is confirmed already, as another product
+    assert len(_confirmed(sink)) == 1
+
+    stop = threading.Event()
+    results = []
+
+    def hammer():  # a flood across frames: each new frame confirmed once, teaching once per 3 photos
+        while not stop.is_set():
+            _, now = _http(f"{url}/api/state")
+            if now["state"] in ("known", "unknown"):
+                results.append(tap(now["frame"]))
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(3.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    fresh = [a for s, a in results if s == 200 and not a.get("duplicate")]
+    assert {s for s, _ in results} <= {200, 409, 410}
+    events = _confirmed(sink)
+    assert len(events) == 1 + len(fresh) and len({e["kiosk_frame"] for e in events}) == len(events)
+    assert len({e["id"] for e in events}) == len(events)
+    counts = station.store.counts()
+    kept = sum(not e["model_correct"] for e in events)
+    assert counts["enrolled"] + counts["pending"] == kept and counts["enrolling"] == 0
+    delta = EnrolledDelta.load(station.recognizer.current.bundle.root / "enrolled.npz")
+    assert len(delta.matrix) == counts["enrolled"]  # every enrolled photo exactly once in the index
+    assert counts["enrolled"] >= 3
+
+    assert station.running and station.view.encoded > encoded  # still recognising and streaming
+    assert second.locator(".candidate").count() == 3
+    _state_after(url, station.view.next_frame_id())
+    first.close()
+    second.close()
+
+
+def test_the_kiosk_command_serves_the_page_and_stops_on_sigterm(indexed, product, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(indexed, bundle)
+    proc = subprocess.Popen([sys.executable, "-m", "shelfsight", "kiosk", str(bundle), "--source", str(product[1]),
+                             "--loop", "--port", str(port), "--store", str(tmp_path / "fb"), "--sink",
+                             f"jsonl:{tmp_path / 'e.jsonl'}"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SHELFSIGHT_STAFF_TOKEN": ""})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                state = _state_after(url, 1, timeout=1.0)
+                break
+            except (OSError, AssertionError):
+                assert proc.poll() is None and time.monotonic() < deadline
+        assert state["candidates"][0]["item_id"] == product[0]
+        with urllib.request.urlopen(url + "/", timeout=5) as r:
+            page = r.read().decode()
+        assert "/static/kiosk.js" in page and "http" not in page.replace('"http-equiv"', "")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"staff page: http://127.0.0.1:{port}/staff?token=" in err and "0 confirmed, 0 enrolments" in err
