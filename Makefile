@@ -4,9 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
+# A device install beside the full one: .[edge] alone, numpy 2 (tests/test_edge_install.py runs it)
+EDGE_VENV ?= .venv-edge
+EDGE_STAMP := $(EDGE_VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: install demo demo-sync test test-fast peers clean
+.PHONY: install edge-venv demo demo-sync test test-fast peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+$(EDGE_STAMP): pyproject.toml constraints-edge.txt
+	rm -rf $(EDGE_VENV) && $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install -q -c constraints-edge.txt ".[edge]"
+	touch $(EDGE_STAMP)
+
+edge-venv: $(EDGE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/shelfsight demo --out $(DEMO_OUT)
 
@@ -29,7 +39,7 @@ demo: $(STAMP)
 demo-sync: $(STAMP)
 	$(BIN)/shelfsight demo --out $(DEMO_OUT) --sync
 
-test: $(STAMP)
+test: $(STAMP) $(EDGE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

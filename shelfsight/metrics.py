@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .lazy import have_optional
 
 
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
@@ -119,8 +120,10 @@ def classification_report(scores: np.ndarray, y_true: np.ndarray, labels: tuple[
     return report
 
 
-def plot_confusion(cm: np.ndarray, labels: tuple[str, ...] | list[str], path: Path, title: str = "") -> Path:
-    """Draw a confusion matrix as PNG (rows normalised to recall)."""
+def plot_confusion(cm: np.ndarray, labels: tuple[str, ...] | list[str], path: Path, title: str = "") -> Path | None:
+    """Draw a confusion matrix as PNG (rows normalised to recall); None without matplotlib."""
+    if not have_optional("matplotlib", "plots", "confusion plot"):
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

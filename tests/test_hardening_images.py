@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from shelfsight.app.cli import main
 from shelfsight.edge.pipeline.sources import open_source
 from shelfsight.errors import ConfigError
 from shelfsight.images import DEFAULT_MAX_PIXELS, ImageTooLarge, UnreadableImage, read_image
+
+from cli_run import run_cli
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "grocery-sample" / "val" / "Fruit" / "Banana"
 
@@ -28,16 +29,6 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     data[29:33] = struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF)
     path.write_bytes(bytes(data))
     return path
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_pixel_bomb_is_refused_before_decoding(tmp_path):

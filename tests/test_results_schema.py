@@ -7,11 +7,13 @@ import shutil
 
 import pytest
 
-from shelfsight.app.cli import hoist_global_flags, main
+from shelfsight.app.cli import hoist_global_flags
 from shelfsight.edge.pipeline.events import build_event
 from shelfsight.edge.pipeline.sources import Frame
 from shelfsight.edge.runtime.results import SCHEMA_ID, ResultError, check_result
 from shelfsight.images import read_image
+
+from cli_run import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +27,7 @@ def indexed(int8_bundle, tmp_path_factory, sample_data):
 
 
 def cli(args, capsys) -> tuple[int, list[str], str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(args, capsys)
     return code, out.splitlines(), err
 
 

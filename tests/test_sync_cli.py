@@ -10,21 +10,11 @@ import time
 import pytest
 import requests
 
-from shelfsight.app.cli import main
 from shelfsight.edge.sync.outbox import Outbox
 from shelfsight.tools.server.faults import free_port
 
+from cli_run import run_cli
 from sync_fakes import TOKEN, make_bundle, server, token_file
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fill_outbox(path, n: int) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from shelfsight.lazy import have_optional
+
 MB = 1e6
 COLUMNS = ("target", "quant", "backend", "mode", "thr", "load ms", "first ms", "mean", "p50", "p90", "p99", "std",
            "outl", "fps", "RSS MB", "top1 =")
@@ -165,9 +167,9 @@ def markdown_report(report: dict[str, Any], plots: dict[str, str], note: str = "
 
 
 def plot_latency(report: dict[str, Any], path: Path) -> Path | None:
-    """Box plots of every run's per-call latency (outliers drawn). None without runs."""
+    """Box plots of every run's per-call latency (outliers drawn). None without runs or without matplotlib."""
     runs = [(run_label(t, r), r["times_ms"]) for t in report["targets"] for r in t["runs"] if r.get("times_ms")]
-    if not runs:
+    if not runs or not have_optional("matplotlib", "plots", "bench plots"):
         return None
     import matplotlib
 
@@ -188,7 +190,7 @@ def plot_latency(report: dict[str, Any], path: Path) -> Path | None:
 
 def plot_accuracy(report: dict[str, Any], path: Path) -> Path | None:
     """Top-1 accuracy against gzip size and against shelfsight's p50 latency (fewest threads).
-    None when no target has accuracy."""
+    None when no target has accuracy, or without matplotlib."""
     points = []
     for t in report["targets"]:
         if not t.get("accuracy"):
@@ -196,7 +198,7 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path | None:
         own = [r for r in t["runs"] if r["backend"] == "shelfsight" and r["mode"] == "invoke"]
         p50 = min(own, key=lambda r: r["threads"])["latency"]["p50_ms"] if own else None
         points.append((t["name"], t["sizes"]["model_gzip_bytes"] / MB, p50, t["accuracy"]["top1"] * 100))
-    if not points:
+    if not points or not have_optional("matplotlib", "plots", "bench plots"):
         return None
     import matplotlib
 
