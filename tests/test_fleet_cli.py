@@ -76,9 +76,11 @@ def test_device_tokens_admin_tokens_and_the_fleet_view(tmp_path, capsys):
     a = rows["STORE-1-CAM-1"]
     assert (a["group"], a["bundle_id"], a["fps"], a["unknown_rate"], a["outbox_backlog"]) == ("north", "b1", 12.5, 0.05, 7)
     assert a["revoked"] is not None and rows["STORE-2-CAM-1"]["seen_s_ago"] >= 0
+    assert (a["events"], rows["STORE-2-CAM-1"]["events"]) == (2, 2)
     assert status["events"]["events"] == 4 and status["rollout"] is None
     table = fleet(data, capsys, "status")
-    assert table.splitlines()[0].split() == ["DEVICE", "GROUP", "SEEN", "BUNDLE", "FPS", "UNKNOWN", "ERRORS", "BACKLOG"]
+    assert table.splitlines()[0].split() == ["DEVICE", "GROUP", "SEEN", "BUNDLE", "FPS", "UNKNOWN", "ERRORS", "BACKLOG",
+                                          "EVENTS"]
     assert "STORE-1-CAM-1            north       revoked b1" in table
     assert table.splitlines()[-1] == "2 devices, 4 events held; no rollout in progress"
     assert json.loads(fleet(data, capsys, "device", "list", "--json")) == [

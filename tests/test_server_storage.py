@@ -85,3 +85,25 @@ def test_unknown_database_url_is_one_line():
 def test_unreachable_postgres_is_one_line_without_password():
     with pytest.raises(ConfigError, match=r"cannot reach PostgreSQL at postgresql://\*\*\*@127\.0\.0\.1:1/db"):
         open_storage("postgresql://u:secret@127.0.0.1:1/db")
+
+
+def test_migration_0002_counts_the_events_already_held(tmp_path):
+    from yoyo import get_backend, read_migrations
+
+    from shelfsight.tools.server.storage.migrate import MIGRATIONS
+
+    path = tmp_path / "fleet.db"
+    backend = get_backend(f"sqlite:///{path}")
+    with backend.lock():
+        backend.apply_migrations(backend.to_apply(read_migrations(str(MIGRATIONS / "sqlite")))[:1])
+    backend.connection.close()
+    with sqlite3.connect(path) as db:  # a database at 0001 holding events
+        db.execute("INSERT INTO devices (id, created) VALUES ('cam-1', 0)")
+        db.executemany("INSERT INTO events VALUES ('cam-1', ?, '{}', 0)", [("a",), ("b",), ("c",)])
+    store = open_storage(f"sqlite:///{path}")
+    try:
+        assert (store.stats()["events"], store.stats()["devices"], store.device("cam-1").events) == (3, 1, 3)
+        store.store_events("cam-1", [("d", "{}")])
+        assert (store.stats()["events"], store.device("cam-1").events) == (4, 4)
+    finally:
+        store.close()

@@ -155,13 +155,13 @@ def status(obj: _Fleet, as_json: bool) -> None:
         _echo_json({"devices": rows, "rollout": active.to_dict() if active else None, "events": stats})
         return
     click.echo(f"{'DEVICE':<24} {'GROUP':<10} {'SEEN':>8} {'BUNDLE':<20} {'FPS':>6} {'UNKNOWN':>7} "
-               f"{'ERRORS':>6} {'BACKLOG':>7}")
+               f"{'ERRORS':>6} {'BACKLOG':>7} {'EVENTS':>8}")
     for r in rows:
         seen = "revoked" if r["revoked"] is not None else _fmt(r["seen_s_ago"], ".0f") + ("s" if r["seen_s_ago"]
                                                                                          is not None else "")
         click.echo(f"{r['id']:<24} {r['group'] or '-':<10} {seen:>8} {_fmt(r['bundle_id']):<20} "
                    f"{_fmt(r['fps'], '.1f'):>6} {_fmt(r['unknown_rate'], '.3f'):>7} {_fmt(r['errors']):>6} "
-                   f"{_fmt(r['outbox_backlog']):>7}")
+                   f"{_fmt(r['outbox_backlog']):>7} {r['events']:>8}")
     click.echo(f"{len(rows)} devices, {stats['events']} events held; "
                + (f"rollout {active.id} of {active.bundle} in progress" if active else "no rollout in progress"))
 

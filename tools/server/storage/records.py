@@ -47,6 +47,7 @@ class DeviceRecord:
     errors: int | None
     outbox_backlog: int | None
     health_at: float | None
+    events: int = 0  # events held from it
 
     def to_dict(self) -> dict:
         return asdict(self)
