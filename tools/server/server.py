@@ -144,6 +144,7 @@ def serve(config: ServerConfig, reuse_port: bool = False, announce: bool = True)
               help="postgresql://... or sqlite:///PATH (default: SQLite in --data-dir) [$SHELFSIGHT_FLEET_DB].")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Server processes sharing the port (more than one needs PostgreSQL).")
+@click.option("--pool-size", type=int, default=8, show_default=True, help="Database connections per worker.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File whose first line is a token shared by all devices (without it: per-device tokens only).")
 @click.option("--bundle", type=click.Path(path_type=Path),
@@ -160,12 +161,12 @@ def serve(config: ServerConfig, reuse_port: bool = False, announce: bool = True)
 @click.option("--slow-rate", type=float, default=0.0, help="Share of event batches answered slowly.")
 @click.option("--slow-s", type=float, default=2.0, show_default=True, help="Delay of a slow answer.")
 @click.option("--seed", type=int, help="Seed of the fault injection.")
-def sync_server(port, host, data_dir, database, workers, token_file, bundle, bundle_store, signing_key, tls_cert,
-                tls_key, admin, fail_rate, drop_rate, slow_rate, slow_s, seed) -> None:
+def sync_server(port, host, data_dir, database, workers, pool_size, token_file, bundle, bundle_store, signing_key,
+                tls_cert, tls_key, admin, fail_rate, drop_rate, slow_rate, slow_s, seed) -> None:
     """Run the sync server: stores device events, offers bundles, runs rollouts."""
     faults = Faults(error_rate=fail_rate, drop_rate=drop_rate, slow_rate=slow_rate, slow_s=slow_s)
     config = ServerConfig(data_dir=data_dir, token=read_token_file(token_file) if token_file else None,
-                          database=database, workers=workers, host=host, port=port, bundle=bundle,
+                          database=database, workers=workers, pool_size=pool_size, host=host, port=port, bundle=bundle,
                           bundle_store=bundle_store, signing_key=signing_key, tls_cert=tls_cert, tls_key=tls_key,
                           admin=admin, seed=seed, faults=faults)
     if workers > 1:
