@@ -74,7 +74,8 @@ def test_device_tokens_admin_tokens_and_the_fleet_view(tmp_path, capsys):
     status = json.loads(fleet(data, capsys, "status", "--json"))
     rows = {d["id"]: d for d in status["devices"]}
     a = rows["STORE-1-CAM-1"]
-    assert (a["group"], a["bundle_id"], a["fps"], a["unknown_rate"], a["outbox_backlog"]) == ("north", "b1", 12.5, 0.05, 7)
+    assert (a["group"], a["bundle_id"], a["fps"], a["unknown_rate"], a["outbox_backlog"]) == \
+        ("north", "b1", 12.5, 0.05, 7)
     assert a["revoked"] is not None and rows["STORE-2-CAM-1"]["seen_s_ago"] >= 0
     assert (a["events"], rows["STORE-2-CAM-1"]["events"]) == (2, 2)
     assert status["events"]["events"] == 4 and status["rollout"] is None

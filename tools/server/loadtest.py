@@ -87,6 +87,9 @@ class LoadPlan:
             raise ConfigError(f"{self.events} events for {self.devices} devices: need at least one each")
         if self.worker_kills < 0 or self.device_kills < 0:
             raise ConfigError("worker_kills and device_kills must be >= 0")
+        if self.worker_kills and self.workers < 2:
+            raise ConfigError("worker kills need 2 or more workers (one worker runs without a supervisor to "
+                              "restart it): pass --worker-kills 0")
 
     def events_of(self, device_index: int) -> int:
         share, extra = divmod(self.events, self.devices)
@@ -214,7 +217,7 @@ class _Run:
             if proc.poll() is not None:
                 raise ShelfsightError(f"sync-server exited with {proc.returncode}; see {self.workdir}/server.log")
             try:
-                if requests.get(self.endpoint + "/healthz", timeout=0.5).ok and self._worker_pids():
+                if requests.get(self.endpoint + "/healthz", timeout=0.5).ok and (p.workers == 1 or self._worker_pids()):
                     return proc
             except requests.RequestException:
                 pass
@@ -308,7 +311,8 @@ class _Run:
                 expected[(name, event["id"])] = event
         keys = [(device, i) for device, i, _ in rows]
         distinct = set(keys)
-        altered = sum(1 for device, i, body in rows if (device, i) in expected and json.loads(body) != expected[(device, i)])
+        altered = sum(1 for device, i, body in rows
+                      if (device, i) in expected and json.loads(body) != expected[(device, i)])
         latencies = []
         for path in self.workdir.glob("latency-*.jsonl"):
             for line in path.read_text().splitlines():

@@ -26,7 +26,8 @@ class PostgresStorage(SqlStorage):
         try:
             migrate("postgresql+psycopg" + url[url.index("://"):], "postgresql")
         except psycopg.OperationalError as e:
-            raise ConfigError(f"cannot reach PostgreSQL at {redact_url(url)}: {str(e).strip().splitlines()[0]}") from None
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ConfigError(f"cannot reach PostgreSQL at {redact_url(url)}: {first_line}") from None
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=30)
 
     @contextlib.contextmanager
