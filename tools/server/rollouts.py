@@ -12,6 +12,9 @@ import hashlib
 from .storage.records import DeviceRecord, HealthReport, Rollout
 
 
+BUNDLE_REFUSALS = ("unhealthy", "refused", "rolled_back")  # edge/sync/updates.py STATUSES that blame the bundle
+
+
 def bucket(rollout_id: int, device: str) -> int:
     digest = hashlib.sha256(f"{rollout_id}:{device}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100
@@ -46,10 +49,12 @@ def unhealthy_reason(rollout: Rollout, report: HealthReport) -> str | None:
 
 def update_failure_reason(rollout: Rollout, event: dict) -> str | None:
     """A device's own refusal of the rollout's bundle (its "bundle_update" event: the health
-    check failed, the signature did not verify, it rolled back) fails the rollout too."""
+    check failed, the signature or manifest did not verify, the reload failed and it rolled
+    back) fails the rollout too. "failed" (a local I/O error, such as a full disk) is the
+    device's trouble, not the bundle's, and does not."""
     if event.get("type") != "bundle_update" or event.get("bundle_id") != rollout.bundle:
         return None
-    if event.get("status") in ("unhealthy", "refused", "failed", "rolled_back"):
+    if event.get("status") in BUNDLE_REFUSALS:
         return f"device update {event['status']}: {event.get('reason') or 'no reason given'}"
     return None
 
