@@ -377,11 +377,17 @@ def report(n_devices, workers, events, device_procs, batch_events, worker_kills,
            database, workdir, json_out) -> None:
     """Run the load scenario and print the counts and rates."""
     faults = dict(error_rate=0.0, drop_rate=0.0, slow_rate=0.0) if no_faults else {}
-    plan = LoadPlan(devices=n_devices, workers=workers, events=events, device_procs=device_procs,
-                    batch_events=batch_events, worker_kills=worker_kills, device_kills=device_kills, seed=seed,
-                    **faults)
+    try:
+        plan = LoadPlan(devices=n_devices, workers=workers, events=events, device_procs=device_procs,
+                        batch_events=batch_events, worker_kills=worker_kills, device_kills=device_kills, seed=seed,
+                        **faults)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="shelfsight-fleet-load-"))
-    result = run_load_test(plan, workdir, database)
+    try:
+        result = run_load_test(plan, workdir, database)
+    except ShelfsightError as e:
+        raise click.ClickException(str(e)) from None
     text = json.dumps(dict(result.to_dict(), plan=asdict(plan), workdir=str(workdir)), indent=2)
     click.echo(text)
     if json_out:
