@@ -4,7 +4,8 @@ works with no network at all.
 
     GET  /                      the shopper's page          GET /staff   the staff page (token)
     GET  /stream.mjpg           live view (MJPEG, at most view_fps per screen)
-    GET  /api/events            the answers as server-sent events (one JSON state per frame)
+    GET  /api/events            the answers as server-sent events (a JSON state per frame that changes
+                                what the screen shows, and at least 4 a second for fresh frame ids)
     GET  /api/state             the current state          GET /api/config   the page's settings
     GET  /api/catalog?q=TEXT    items whose name, label or SKU contain every word
     GET  /api/similar?frame=ID  visual search of a recognised frame ("none of these")
@@ -43,6 +44,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATION = web.AppKey("station", KioskStation)
 PING_S = 10.0  # an idle stream writes a comment this often, so a gone screen is noticed
 THUMB_PX = 240
+UNCHANGED_S = 0.25  # a state that looks as the last one sent goes out at most this often (fresh frame ids)
 
 
 class Screens:
@@ -156,7 +158,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **_NO_CACHE})
     await response.prepare(request)
     screens.listeners += 1
-    seq = 0
+    seq, sent = 0, (None, 0.0)
     try:
         current = results.get()
         if current[0]:
@@ -171,12 +173,23 @@ async def _events(request: web.Request) -> web.StreamResponse:
             if got is None:
                 break
             seq = got[0]
-            await response.write(_sse(screens.state(*got)))
+            state = screens.state(*got)
+            key = _looks(state)
+            now = time.monotonic()
+            if key == sent[0] and now - sent[1] < UNCHANGED_S:
+                continue  # the screen would look the same: only its frame id would move on
+            sent = (key, now)
+            await response.write(_sse(state))
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
         screens.listeners -= 1
     return response
+
+
+def _looks(state: dict) -> tuple:
+    """What a state looks like on screen (confidence bars to the percent)."""
+    return (state["state"], tuple((c["item_id"], round(c["confidence"] * 100)) for c in state["candidates"]))
 
 
 def _sse(state: dict) -> bytes:

@@ -1,0 +1,125 @@
+"""Measure the kiosk screen: frame capture -> top-3 on screen latency, and what the UI costs in CPU.
+
+    python -m shelfsight.tools.kiosk_latency BUNDLE --source VIDEO_OR_IMAGE [--seconds 10] [--view-fps 15]
+        [--chromium /usr/bin/chromium] [--out report.json]
+
+Runs the kiosk in this process on a loopback port with a headless Chromium (Playwright) showing
+the page. Latency: each state the page renders carries its frame's capture time; the page notes
+when it drew it (one clock: same machine), so the figure covers the run loop, the server-sent
+event and the page's drawing. CPU: this process (recogniser, live-view encoding, server) over
+``--seconds`` with no screen, then the same with the page open at ``--view-fps``, plus the
+browser's own processes; each as % of one core. An image source is turned into a still video.
+Needs playwright (the [dev] extra) and a Chromium.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import psutil
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _browser_processes() -> list[psutil.Process]:
+    me = psutil.Process()
+    return [p for p in me.children(recursive=True) if "chrom" in p.name().lower()]
+
+
+def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium: str, warmup_s: float = 3.0) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from shelfsight.edge.kiosk import BackgroundServer, KioskOptions, KioskStation
+    from shelfsight.edge.runtime.options import RecognizerOptions
+
+    work = Path(tempfile.mkdtemp(prefix="kiosk-latency-"))
+    if source.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        from shelfsight.tools.make_video import make_video
+
+        source = make_video([source], work / "still.avi", fps=15, hold=60, gap=0)
+    station = KioskStation(RecognizerOptions(bundle, top_k=5, search_k=5), str(source),
+                           KioskOptions(store=work / "feedback", staff_token="latency-tool", view_fps=view_fps,
+                                        source_fps=15.0), loop=True, sinks=())
+    me = psutil.Process()
+    station.start()
+    server = BackgroundServer(station).start()
+    try:
+        time.sleep(warmup_s)
+        cpu0, t0 = _cpu_seconds([me]), time.perf_counter()
+        time.sleep(seconds)
+        alone = (_cpu_seconds([me]) - cpu0) / (time.perf_counter() - t0) * 100.0
+        encoded_before = station.view.encoded
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium)
+            page = browser.new_page(viewport={"width": 1024, "height": 600})
+            page.goto(server.url)
+            page.wait_for_selector(".candidate", timeout=10_000)
+            time.sleep(warmup_s)
+            page.evaluate("window.__kiosk.rendered = []")
+            browsers = _browser_processes()
+            cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
+            e0 = station.view.encoded
+            time.sleep(seconds)
+            elapsed = time.perf_counter() - t0
+            viewed = (_cpu_seconds([me]) - cpu0) / elapsed * 100.0
+            browser_cpu = (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0
+            view_fps_measured = (station.view.encoded - e0) / elapsed
+            rendered = page.evaluate("window.__kiosk.rendered")
+            browser.close()
+        latency = np.array([(r["shown"] - r["captured"]) * 1000.0 for r in rendered])
+        rates = station.view.rates()
+    finally:
+        server.close()
+        station.stop()
+    return {
+        "bundle": str(bundle), "source": str(source), "seconds": seconds, "view_fps": view_fps,
+        "frames_rendered": int(len(latency)),
+        "latency_ms": {"p50": round(float(np.percentile(latency, 50)), 1),
+                       "p95": round(float(np.percentile(latency, 95)), 1),
+                       "max": round(float(latency.max()), 1)} if len(latency) else None,
+        "capture_to_answer_ms": {"p50": rates["answer_p50_ms"], "p95": rates["answer_p95_ms"]},
+        "inference_p50_ms": rates["inference_p50_ms"],
+        "live_view_fps": round(view_fps_measured, 2), "frames_encoded_without_screen": encoded_before,
+        "cpu_pct_of_one_core": {"kiosk_process_no_screen": round(alone, 1), "kiosk_process_with_screen": round(viewed, 1),
+                                "ui_server_side": round(viewed - alone, 1), "browser": round(browser_cpu, 1),
+                                "ui_total": round(viewed - alone + browser_cpu, 1)},
+        "device": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                   "load_average": [round(x, 2) for x in os.getloadavg()]},
+    }
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A video, or an image shown as a still video.")
+@click.option("--seconds", type=click.FloatRange(2, 600), default=10.0, show_default=True,
+              help="Length of each measuring window.")
+@click.option("--view-fps", type=click.IntRange(1, 30), default=15, show_default=True)
+@click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="The browser to drive.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here (JSON).")
+def main(bundle, source, seconds, view_fps, chromium, out):
+    """Frame -> top-3 on screen latency (p50/p95) and the UI's CPU cost at a VIEW_FPS live view."""
+    report = measure(bundle, source, seconds, view_fps, chromium)
+    text = json.dumps(report, indent=2)
+    if out:
+        out.write_text(text + "\n")
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()
