@@ -15,15 +15,20 @@ Where the model was wrong or unsure, the photo is kept on the device and may tea
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Callable
+
+from shelfsight.errors import ShelfsightError
 
 from ..pipeline.events import build_event
 from ..pipeline.sources import Frame
 from .candidates import catalog_items, choose
 from .live import LiveView
 from .teach import Teacher, Using
+
+log = logging.getLogger(__name__)
 
 REMEMBERED = 256  # confirmed frames whose answers are kept for repeated taps
 
@@ -102,11 +107,24 @@ class Confirmations:
             while len(self._done) > REMEMBERED:
                 self._done.popitem(last=False)
         if not answer["model_correct"]:
-            best = shown.recognition.predictions[0] if shown.recognition.predictions else None
-            self.teacher.store.add(event["id"], item.item_id, event["sku"], event["name"], item.label,
-                                   model_item or (best.label if best else None), best.score if best else 0.0,
-                                   bundle_id, shown.image)
-            answer = {**answer, "kept": True, "taught": self.teacher.kept(item.item_id)}
+            answer = {**answer, **self._keep(event, item, model_item, bundle_id, shown)}
             with self._lock:
                 self._done[frame_id] = answer
         return answer
+
+    def _keep(self, event: dict, item: Any, model_item: str | None, bundle_id: str, shown: Any) -> dict:
+        """Keep the photo and let it teach; the event is written whatever happens here (a full disk
+        or a bundle without an index costs the lesson, not the sale)."""
+        best = shown.recognition.predictions[0] if shown.recognition.predictions else None
+        try:
+            self.teacher.store.add(event["id"], item.item_id, event["sku"], event["name"], item.label,
+                                   model_item or (best.label if best else None), best.score if best else 0.0,
+                                   bundle_id, shown.image)
+        except (OSError, ValueError) as e:
+            log.warning("the photo of confirmed frame %d was not kept: %s", event["kiosk_frame"], e)
+            return {"kept": False, "taught": None}
+        try:
+            return {"kept": True, "taught": self.teacher.kept(item.item_id)}
+        except (ShelfsightError, OSError) as e:
+            log.warning("confirmed photos of %s were not enrolled: %s", item.item_id, e)
+            return {"kept": True, "taught": None, "teach_error": str(e)}
