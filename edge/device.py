@@ -10,6 +10,9 @@ the sync service, the bundle store and hot reload meet the run loop:
   the device runs the store's current bundle; verified updates swap in without a restart
   (`ReloadableRecognizer.reload`);
 - with an outbox, events go to it as well as to the sinks, and the uploader sends them;
+- SIGHUP reloads the bundle (the store's current one, or the given directory after it was
+  replaced) without stopping the camera: a bundle that does not load is refused in one log
+  line and the running one stays (other settings need a restart);
 - everything started is stopped when the run ends, whatever the reason.
 """
 from __future__ import annotations
@@ -17,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from shelfsight.errors import ConfigError
+from shelfsight.errors import ConfigError, ShelfsightError
 
 from .objects import BundleCrops, ObjectsOptions, ObjectStage
 from .pipeline.health import Health
@@ -119,6 +123,8 @@ class Device:
             self.bundle_dir = self._bundle_dir(service)
             recognizer = ReloadableRecognizer(self.bundle_dir, self._factory)
             started.callback(recognizer.close)
+            if handle_signals:
+                started.enter_context(_reload_on_sighup(lambda: self._reload(recognizer, service)))
             stage = None
             if options.objects is not None:
                 stage = ObjectStage(options.objects, BundleCrops(recognizer.using, options.objects.max_batch), self.health,
@@ -136,6 +142,13 @@ class Device:
             return run(open_source(options.source, loop=options.loop), recognizer, sinks, options.run,
                        health=self.health, stop=stop, handle_signals=handle_signals, objects=stage)
 
+    def _reload(self, recognizer: ReloadableRecognizer, service: SyncService | None) -> None:
+        bundle = Path(service.store.current) if service is not None and service.store is not None else self.bundle_dir
+        try:
+            recognizer.reload(bundle)
+        except ShelfsightError as e:
+            log.error("SIGHUP: %s not loaded, still running %s: %s", bundle, recognizer.current.bundle.bundle_id, e)
+
     def _bundle_dir(self, service: SyncService | None) -> Path:
         """The given bundle, or the bundle store's current one (the given bundle installed first)."""
         given = Path(self.options.recognizer.bundle)
@@ -145,3 +158,22 @@ class Device:
             service.store.install(given)
             log.info("installed %s into the bundle store %s", given, self.options.sync.store_dir)
         return Path(service.store.current)
+
+
+@contextlib.contextmanager
+def _reload_on_sighup(reload: Callable[[], None]) -> Iterator[None]:
+    """Within the block, SIGHUP runs ``reload`` on a thread of its own (the camera loop goes on;
+    loading a bundle takes a moment). Only the main thread can take signals: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+
+    def handler(_signum, _frame) -> None:
+        log.info("SIGHUP: reloading the bundle")
+        threading.Thread(target=reload, name="sighup-reload", daemon=True).start()
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)

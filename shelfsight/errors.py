@@ -6,7 +6,13 @@ line and exits non-zero. Anything else escaping is a bug and keeps its traceback
 
 
 class ShelfsightError(Exception):
-    """Base class: a user mistake or bad input, reported as one line."""
+    """Base class: a user mistake or bad input, reported as one line.
+
+    Exit codes, for a supervisor (see `shelfsight service unit`): 0 the run ended (source
+    finished, SIGTERM); 2 a mistake in the command or its settings (restarting will not
+    help); 3 a source that is not there (yet): a camera still booting, a stream down (retry);
+    1 anything else (a bug: its traceback is printed).
+    """
 
     exit_code = 2
 
@@ -32,7 +38,9 @@ class ModelError(ShelfsightError):
 
 
 class SourceError(ShelfsightError):
-    """A frame source cannot be opened."""
+    """A frame source cannot be opened (it may come back: a supervisor retries)."""
+
+    exit_code = 3
 
 
 class RuntimeUnavailableError(ShelfsightError):

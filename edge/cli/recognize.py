@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from .common import ImageArgs, open_recognizer, runtime_options, top_k_option
+from .config import config_option
 from .objects import build_objects, objects_options
 from .sync import config_from_options, sync_options
+
 
 @click.command()
 @click.argument("bundle", type=click.Path())
@@ -36,6 +38,7 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 
 @click.command(name="run")
 @click.argument("bundle", type=click.Path())
+@config_option
 @click.option("--source", required=True,
               help="Camera index, video file, image folder or file, rtsp/http URL, GStreamer pipeline, picamera2.")
 @click.option("--sink", "sinks", multiple=True, default=("stdout",), show_default=True,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import click
 
+from shelfsight.console import setup_logging
 from shelfsight.errors import ShelfsightError
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ COMMANDS: dict[str, Entry] = {
     "index": Entry("shelfsight.edge.cli.catalog:index", "Embed the catalog with the bundle's model; write a search index."),
     "enroll": Entry("shelfsight.edge.cli.catalog:enroll", "Add a product on the device from a few photos."),
     "search": Entry("shelfsight.edge.cli.catalog:search", "Find the catalog items that look most like IMAGE."),
+    "service": Entry("shelfsight.edge.cli.service:service", "Run the device program as a service (systemd unit)."),
     "kiosk": Entry("shelfsight.edge.kiosk.cli:kiosk", "Serve the self-checkout screen: live view, top-3 to tap, taps that teach.",
                    "kiosk"),
     "feedback": Entry("shelfsight.edge.kiosk.cli:feedback", "Export the kiosk's confirmed photos as a dataset."),
@@ -94,7 +96,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Recognise retail products on the device that sees them."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level)
     ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
@@ -112,7 +114,8 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
-        cli.main(args=argv, prog_name="shelfsight", standalone_mode=False)
+        # every option also reads SHELFSIGHT_<COMMAND>_<OPTION> (a service's environment overrides)
+        cli.main(args=argv, prog_name="shelfsight", standalone_mode=False, auto_envvar_prefix="SHELFSIGHT")
     except ShelfsightError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
