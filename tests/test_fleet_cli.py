@@ -6,19 +6,10 @@ import json
 
 import requests
 
-from shelfsight.app.cli import main
 from shelfsight.tools.server import ServerConfig, SyncServer
 from shelfsight.tools.server.faults import free_port
 
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_run import run_cli
 
 
 def fleet(data, capsys, *args) -> str:

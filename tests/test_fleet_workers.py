@@ -41,6 +41,12 @@ def test_workers_share_the_database_and_a_killed_one_is_restarted(tmp_path, post
         while not _listening(base):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
+        up = set()  # both workers accepting before the counted posts (the second may start later)
+        while len(up) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            up.add(requests.get(base + "/healthz", headers={"Connection": "close"}, timeout=5)
+                   .headers.get("X-Shelfsight-Worker"))
+            up.discard(None)
         answered = set()
         for i in range(40):  # a new connection each time: the kernel spreads them over the workers
             r = requests.post(base + "/v1/events", json={"events": [{"id": f"e{i}"}]}, timeout=5,

@@ -6,11 +6,11 @@ statement whose efficient form differs, the bulk insert of a batch of events.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import re
 import time
-from typing import Iterator
 
 from shelfsight.errors import ConfigError
 
@@ -40,22 +40,26 @@ def check_device_name(name: str) -> str:
     return name
 
 
-class SqlStorage:
-    """Events, devices, tokens, bundles and rollouts of one fleet. Thread-safe."""
+class SqlStorage(abc.ABC):
+    """Events, devices, tokens, bundles and rollouts of one fleet. Thread-safe.
+
+    The SQL is shared; a backend (sqlite.py, postgres.py) provides its connections, its
+    idempotent insert and its close."""
 
     url: str
 
     # -- what a backend provides ------------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager:
+        """A context manager giving a cursor inside one transaction (committed on success)."""
 
+    @abc.abstractmethod
     def _insert_events(self, cur, device: str, events: list[tuple[str, str]], now: float) -> int:
         """Insert (id, body) rows keeping existing ones; returns how many were new."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connections."""
 
     # -- events -----------------------------------------------------------------------------
     def store_events(self, device: str, events: list[tuple[str, str]]) -> StoreResult:
