@@ -58,6 +58,7 @@ class DeviceOptions:
         run: the run loop's options (ROI, quality gate, smoothing, frame dropping, ...).
         sync: outbox / uploader / bundle store and update poller; None: no sync.
         metrics_port: serve Prometheus metrics on this port (0: any free one); None: no server.
+        metrics_host: the address it binds (loopback by default: metrics name the store's products).
         objects: every product in view (proposals, tracks, per-object events); None (default):
             one answer per frame, as the single-object mode has always done.
     """
@@ -69,6 +70,7 @@ class DeviceOptions:
     run: RunOptions = field(default_factory=RunOptions)
     sync: SyncConfig | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     objects: ObjectsOptions | None = None
 
     def __post_init__(self) -> None:
@@ -138,7 +140,7 @@ class Device:
                     sinks.append(service.sink())
                 service.start()
             if options.metrics_port is not None:
-                started.callback(self.health.serve(options.metrics_port).close)
+                started.callback(self.health.serve(options.metrics_port, options.metrics_host).close)
             return run(open_source(options.source, loop=options.loop), recognizer, sinks, options.run,
                        health=self.health, stop=stop, handle_signals=handle_signals, objects=stage)
 

@@ -86,7 +86,7 @@ def test_load_through_faults_and_kills_arrives_exactly_once(tmp_path, postgres):
 
 def test_several_workers_need_postgresql(tmp_path, capsys):
     token = tmp_path / "token"
-    token.write_text("t0123456789\n")
+    token.write_text("t0123456789-fleet\n")
     try:
         main(["sync-server", "--workers", "2", "--data-dir", str(tmp_path), "--token-file", str(token)])
     except SystemExit as e:

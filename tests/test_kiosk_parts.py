@@ -53,6 +53,16 @@ def test_a_taught_item_nearest_in_the_index_comes_first_and_makes_an_unknown_fra
     assert choose(later, ITEMS, taught={"kiwi"})[1][0].item_id == "lemon"
 
 
+def test_a_taught_item_wins_a_near_tie_with_the_item_the_model_thought_it_was():
+    # the shop's photos and the catalog photo of the model's answer are about as near the same view
+    tie = _recognition("Lemon", [("Lemon", 0.8), ("Kiwi", 0.1)], [("lemon", 0.991), ("kiwi", 0.975)])
+    assert [(c.item_id, c.why) for c in choose(tie, ITEMS, taught={"kiwi"})[1][:2]] == [("kiwi", "taught"),
+                                                                                        ("lemon", "model")]
+    clear = _recognition("Lemon", [("Lemon", 0.8)], [("lemon", 0.991), ("kiwi", 0.969)])  # 0.022 apart: not a tie
+    assert [(c.item_id, c.why) for c in choose(clear, ITEMS, taught={"kiwi"})[1][:2]] == [("lemon", "model"),
+                                                                                          ("kiwi", "search")]
+
+
 def test_the_name_filter_matches_every_word_in_name_label_or_sku():
     assert [c.item_id for c in filter_items(ITEMS, "APPLE")] == ["apple-1", "apple-2"]
     assert [c.item_id for c in filter_items(ITEMS, "red app")] == ["apple-2"]

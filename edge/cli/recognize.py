@@ -57,6 +57,8 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
               help="Attach the frame as JPEG to each event (off by default: no picture leaves the device).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics server binds (0.0.0.0: every interface, for a scraper elsewhere).")
 @click.option("--max-frames", type=click.IntRange(1), default=None)
 @click.option("--every-frame/--latest-frame", "every_frame", default=None,
               help="Process every frame, or only the newest (default: newest for cameras, every for files).")
@@ -66,7 +68,7 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 @runtime_options
 @sync_options
 def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames, reset_frames, min_sharpness,
-                no_quality_gate, jpeg_quality, metrics_port, max_frames, every_frame, summary, show,
+                no_quality_gate, jpeg_quality, metrics_port, metrics_host, max_frames, every_frame, summary, show,
                 objects, count_line, scene, runtime, threads, delegate, **sync):
     """Recognise products from a camera, stream, video or folder until it ends or SIGTERM.
 
@@ -87,6 +89,7 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
         recognizer=RecognizerOptions(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate),
                                      top_k=top_k, search_k=search_k),
         source=source, loop=loop, sinks=tuple(sinks), metrics_port=metrics_port,
+        metrics_host=metrics_host,
         objects=build_objects(objects, count_line, scene, runtime, threads),
         run=RunOptions(
             roi=Roi.parse(roi) if roi else None,
@@ -100,6 +103,7 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     report = result.to_dict()
     if summary:
         Path(summary).write_text(json.dumps(report, indent=2) + "\n")
+    p50 = report["latency_p50_ms"]
     click.echo(f"{report['frames']} frames, {report['events']} events, {report['fps']:.1f} fps, "
-               f"p50 {report['latency_p50_ms']:.1f} ms, stopped by {report['stopped_by']}", err=True)
+               f"p50 {'-' if p50 is None else f'{p50:.1f}'} ms, stopped by {report['stopped_by']}", err=True)
 

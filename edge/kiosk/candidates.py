@@ -3,8 +3,11 @@
 A shopper chooses catalog items (an item id, its SKU and name), not classes. The three shown:
 
 1. an item this device was taught (its confirmed photos enrolled in the index) comes first when
-   it is the nearest item in the index: the shop corrected the model for it, and the photos it
-   was corrected with are what the camera sees now;
+   it is the nearest item in the index, or within ``TAUGHT_MARGIN`` of the nearest: the shop
+   corrected the model for it, and the photos it was corrected with are what the camera sees
+   now. The margin settles near ties in the shop's favour (its own photos of a product and the
+   catalog's photo of what the model thought it was can be equally near the same view); an item
+   clearly nearer still wins;
 2. then the model's classes, best first, each as its best-matching catalog item of that label
    (the first item of the label when the search found none), with the class score as confidence;
 3. then other similar items the search found (products the classifier never had, enrolled on
@@ -22,6 +25,7 @@ from ..catalog.items import CatalogItem
 from ..runtime.postprocess import Recognition
 
 SHOWN = 3
+TAUGHT_MARGIN = 0.02  # cosine similarity
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,12 @@ def choose(recognition: Recognition, items: Mapping[str, CatalogItem], taught: I
     """(known, the ``k`` products to show) for one recognition (see the module docstring)."""
     out: dict[str, Candidate] = {}
     matches = [m for m in recognition.matches if m.item_id in items]
-    taught_first = bool(matches) and matches[0].item_id in set(taught)
+    taught = set(taught)
+    nearest_taught = next((m for m in matches if m.item_id in taught), None)
+    taught_first = nearest_taught is not None and \
+        nearest_taught.similarity >= matches[0].similarity - TAUGHT_MARGIN
     if taught_first:
-        out[matches[0].item_id] = _candidate(items[matches[0].item_id], matches[0].similarity, "taught")
+        out[nearest_taught.item_id] = _candidate(items[nearest_taught.item_id], nearest_taught.similarity, "taught")
     first_of_label: dict[str, CatalogItem] = {}
     for item in items.values():
         first_of_label.setdefault(item.label, item)

@@ -146,7 +146,7 @@ class Health:
         """The metrics as Prometheus text exposition."""
         return generate_latest(self.registry).decode("utf-8")
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
         """Start the HTTP exporter (GET /metrics) on host:port in a daemon thread; port 0 picks a free one.
 
         Raises:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -130,9 +131,10 @@ class RunSummary:
     stopped_by: str
 
     def to_dict(self) -> dict:
+        """Plain JSON: latencies of a run that read no frame are None (null), not NaN."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["skipped"] = dict(self.skipped)
-        return out
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
 
 
 def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],

@@ -58,7 +58,10 @@ class JsonlSink:
             if self.path.is_dir():
                 raise ConfigError(f"jsonl sink {self.path} is a folder; expected a file path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = _ends_mid_line(self.path)
             self._stream: TextIO | None = open(self.path, "a", encoding="utf-8", buffering=1)
+            if torn:  # a crash cut the last event short: start on a fresh line, do not glue onto it
+                self._stream.write("\n")
             self._owned = True
         else:
             self._stream = stream if stream is not None else sys.stdout
@@ -205,6 +208,17 @@ class HttpSink:
         self._failing += 1
         if self._failing == 1 or self._failing % 100 == 0:
             log.warning("http sink %s: post failed (%s); %d failures in a row", self.shown_url, problem, self._failing)
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, 2) == 0:
+                return False
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def make_sinks(specs: Sequence[str], http_timeout_s: float = 2.0) -> list[Sink]:

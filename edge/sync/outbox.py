@@ -16,6 +16,7 @@ Several processes may share one outbox file (e.g. `shelfsight run` producing and
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -140,6 +141,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # device data: owner only (SQLite gives its -wal/-shm files the same mode)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                        check_same_thread=False)

@@ -122,6 +122,9 @@ class ServerConfig:
         return Path(self.bundle_store) if self.bundle_store else Path(self.data_dir) / "bundles"
 
 
+MIN_TOKEN_CHARS = 12  # a shared secret short enough to guess is no secret
+
+
 def read_token_file(path: str | Path) -> str:
     """First line of a token file. Raises ConfigError if missing or empty."""
     try:
@@ -130,4 +133,8 @@ def read_token_file(path: str | Path) -> str:
         raise ConfigError(f"token file {path}: {e.strerror or e}") from None
     if not lines or not lines[0].strip():
         raise ConfigError(f"token file {path} is empty (expected the token on line 1)")
-    return lines[0].strip()
+    token = lines[0].strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"token file {path}: the token has {len(token)} characters, at least {MIN_TOKEN_CHARS} "
+                          f"are needed (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token

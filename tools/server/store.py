@@ -18,9 +18,13 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
             without a string id (it could not be reported back).
     """
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise bad_request("body is not JSON") from None
+    except RecursionError:
+        raise bad_request("body is nested too deeply") from None
+    except ValueError as e:  # NaN / Infinity: not JSON, and not storable as JSON
+        raise bad_request(str(e)) from None
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         raise bad_request('expected {"events": [...]}')
@@ -36,6 +40,10 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
             continue
         valid.append((event_id, json.dumps(event, separators=(",", ":"), ensure_ascii=False)))
     return valid, rejected
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
