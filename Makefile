@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-$(EDGE_STAMP): pyproject.toml constraints-edge.txt
+# not editable (a device install is a copy): rebuilt when the code changes too
+EDGE_SRC := $(shell find shelfsight edge tools -name '*.py' -o -name '*.sql' -o -path '*/static/*' -type f)
+$(EDGE_STAMP): pyproject.toml constraints-edge.txt $(EDGE_SRC)
 	rm -rf $(EDGE_VENV) && $(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/python -m pip install -q -c constraints-edge.txt ".[edge]"
 	touch $(EDGE_STAMP)

@@ -51,6 +51,10 @@ def test_help_and_a_missing_extra(tmp_path):
     server = edge("sync-server", "--help", cwd=tmp_path)
     assert server.returncode == 1 and errors(server) == [
         "error: 'sync-server' needs aiohttp, which is not installed: pip install 'shelfsight[server]'"]
+    # train imports TensorFlow only when it runs: the same one line then, not a traceback
+    train = edge("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert train.returncode == 1 and errors(train) == [
+        "error: 'train' needs tensorflow, which is not installed: pip install 'shelfsight[train]'"]
 
 
 def test_classify_index_search_enroll_on_the_device_install(int8_bundle, sample_data, tmp_path):

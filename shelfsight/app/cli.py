@@ -77,15 +77,29 @@ class LazyGroup(click.Group):
         entry = COMMANDS.get(name)
         if entry is None:
             return None
+        ctx.meta["shelfsight.command"] = name
         module, attr = entry.target.split(":")
         try:
             return getattr(importlib.import_module(module), attr)
         except ImportError as e:
-            missing = getattr(e, "name", None) or str(e)
-            if missing.startswith("shelfsight"):
-                raise  # our own module is broken: a bug, keep the traceback
-            raise click.ClickException(f"'{name}' needs {missing}, which is not installed: "
-                                       f"pip install 'shelfsight[{entry.extra}]'") from None
+            raise _not_installed(name, e) from None
+
+    def invoke(self, ctx: click.Context):
+        # heavy dependencies (TensorFlow, onnx2tf) are imported when a command runs, not when it loads
+        try:
+            return super().invoke(ctx)
+        except ImportError as e:
+            raise _not_installed(ctx.meta.get("shelfsight.command", ""), e) from None
+
+
+def _not_installed(command: str, error: ImportError) -> click.ClickException:
+    """One line naming the extra that brings a missing third-party module; our own module
+    failing to import is a bug and keeps its traceback."""
+    missing = getattr(error, "name", None) or str(error)
+    if not command or missing.startswith("shelfsight"):
+        raise error
+    return click.ClickException(f"'{command}' needs {missing}, which is not installed: "
+                                f"pip install 'shelfsight[{COMMANDS[command].extra}]'")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
