@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -47,6 +48,7 @@ ENROLLED_FILE = "enrolled.npz"  # on-device enrolments (edge.catalog.enroll), se
 DEVICE_STATE_FILES = (ENROLLED_FILE,)  # what a device writes beside a bundle: never listed, never packed
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked size limit for a transported bundle
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+UNPACKED_PREFIX = "shelfsight-bundle-"  # temp folders of loaded archives: shelfsight-bundle-PID-XXXXXXXX
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -63,7 +65,13 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle on disk."""
+    """A verified bundle on disk.
+
+    A bundle loaded from an archive lives in a temporary folder that is removed by `close()`
+    (also on leaving a ``with`` block), when the Bundle is garbage collected, or when the
+    process exits, whichever comes first. ``close()`` is safe to call twice and does nothing
+    for a directory bundle.
+    """
 
     root: Path
     manifest: dict[str, Any]
@@ -95,6 +103,23 @@ class Bundle:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    @property
+    def unpacked(self) -> bool:
+        """True for an archive's temporary copy (`close` removes it)."""
+        return getattr(self, "_cleanup", None) is not None
+
+    def close(self) -> None:
+        """Remove the temporary copy of an archive bundle now; nothing for a directory."""
+        cleanup = getattr(self, "_cleanup", None)
+        if cleanup is not None:
+            cleanup()
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def with_index(self, spec: dict[str, Any], index_files: list[str], **sections: Any) -> dict[str, Any]:
         """Write the manifest with a new index section: the old index's files leave the
@@ -170,16 +195,43 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """
     root, unpacked = Path(path), None
     if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
-        root = unpacked = unpack_archive(root, Path(tempfile.mkdtemp(prefix="shelfsight-bundle-")))
+        remove_orphaned_copies()
+        unpacked = Path(tempfile.mkdtemp(prefix=f"{UNPACKED_PREFIX}{os.getpid()}-"))
+        root = unpack_archive(root, unpacked)
     try:
         bundle = _open(path, root, verify)
     except BaseException:
         if unpacked is not None:
             shutil.rmtree(unpacked, ignore_errors=True)
         raise
-    if unpacked is not None:  # the unpacked copy lives as long as the Bundle (or the process)
-        weakref.finalize(bundle, shutil.rmtree, unpacked, True)
+    if unpacked is not None:  # close(), garbage collection or the process's exit removes it
+        object.__setattr__(bundle, "_cleanup", weakref.finalize(bundle, shutil.rmtree, unpacked, True))
     return bundle
+
+
+def remove_orphaned_copies(temp_dir: str | Path | None = None) -> list[Path]:
+    """Remove archive copies (`UNPACKED_PREFIX` folders) whose process is gone: killed before
+    it could clean up (SIGKILL, power loss). Copies of running processes are left alone.
+    Returns the folders removed. POSIX only (elsewhere a process cannot be probed safely)."""
+    if os.name != "posix":
+        return []
+    removed = []
+    for folder in Path(temp_dir or tempfile.gettempdir()).glob(f"{UNPACKED_PREFIX}*-*"):
+        pid = folder.name[len(UNPACKED_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) > 0 and not _process_alive(int(pid)) and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def _open(path: str | Path, root: Path, verify: bool = True) -> Bundle:

@@ -2,17 +2,28 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
+import tempfile
 
+import cv2
+import numpy as np
 import pytest
 from aiohttp import web
 
+from shelfsight.bundle import UNPACKED_PREFIX, load_bundle, pack_archive, write_manifest
+from shelfsight.edge.runtime.recognizer import Recognizer
 from shelfsight.edge.pipeline.runner import RunSummary
 from shelfsight.edge.pipeline.sinks import JsonlSink
 from shelfsight.edge.sync.outbox import Outbox
-from shelfsight.errors import ConfigError
+from shelfsight.errors import BundleError, ConfigError, ModelError
 from shelfsight.tools.server.config import read_token_file
 from shelfsight.tools.server.store import parse_batch
+
+from cli_run import run_cli
+from tiny_bundle import make_tiny_bundle
 
 
 def test_a_jsonl_file_ending_in_a_torn_line_gets_the_next_event_on_a_fresh_line(tmp_path):
@@ -64,3 +75,86 @@ def test_metrics_bind_loopback_unless_told():
     from shelfsight.edge.runtime.options import RecognizerOptions
 
     assert DeviceOptions(RecognizerOptions("b"), source="0").metrics_host == "127.0.0.1"
+
+
+# -- a .tar.gz bundle leaves no shelfsight-bundle-* folder behind -------------------------
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    """tempfile's folder for this test only (load_bundle unpacks archives there)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def archive(tmp_path):
+    return pack_archive(make_tiny_bundle(tmp_path / "tiny"), tmp_path / "tiny.tar.gz")
+
+
+def unpacked_copies(folder):
+    return sorted(p.name for p in folder.glob(f"{UNPACKED_PREFIX}*"))
+
+
+def test_archive_bundles_loaded_again_and_again_leave_no_folder_behind(tmp_path, temp_dir, archive, capsys):
+    image = tmp_path / "red.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), (0, 0, 255), np.uint8))
+    for _ in range(3):
+        with load_bundle(archive) as bundle:
+            assert bundle.unpacked and bundle.root.parent == temp_dir and (bundle.root / "model.tflite").is_file()
+        assert not bundle.root.exists()
+        bundle.close()  # twice: nothing happens
+    for _ in range(3):
+        rec = Recognizer.create_from_bundle(archive)
+        root = rec.bundle.root
+        assert rec.classify(cv2.imread(str(image))).label == "red"
+        rec.close()
+        rec.close()
+        assert not root.exists()
+    for _ in range(3):
+        assert run_cli(["classify", archive, image], capsys)[0] == 0
+    dropped = load_bundle(archive).root  # never closed: garbage collection removes it
+    assert not dropped.exists()
+    assert unpacked_copies(temp_dir) == []
+
+
+def test_a_directory_bundle_is_never_removed(tmp_path):
+    with load_bundle(make_tiny_bundle(tmp_path / "b")) as bundle:
+        assert not bundle.unpacked
+    assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_a_bundle_that_fails_to_load_from_an_archive_leaves_nothing(tmp_path, temp_dir):
+    root = make_tiny_bundle(tmp_path / "bad")
+    (root / "labels.txt").write_text("red\ngreen\nBLUE\n")  # no longer its sha256
+    with pytest.raises(BundleError, match=r"labels\.txt does not match its sha256"):
+        load_bundle(pack_archive(root, tmp_path / "bad.tar.gz"))
+    (root / "model.tflite").write_bytes(b"not a model")
+    write_manifest(root, json.loads((root / "manifest.json").read_text()))
+    with pytest.raises(ModelError, match=r"model\.tflite: not a loadable TFLite model"):
+        Recognizer.create_from_bundle(pack_archive(root, tmp_path / "bad2.tar.gz"))
+    assert unpacked_copies(temp_dir) == []
+
+
+def test_the_process_exit_removes_an_unclosed_copy(tmp_path, archive):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    code = f"from shelfsight.bundle import load_bundle; b = load_bundle({str(archive)!r}); print(b.root)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip().startswith(str(tmp_path / UNPACKED_PREFIX))
+    assert unpacked_copies(tmp_path) == []
+
+
+def test_copies_of_killed_processes_are_removed_at_the_next_load(temp_dir, archive):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, timeout=60)
+    orphan = temp_dir / f"{UNPACKED_PREFIX}{dead.stdout.strip()}-killed"  # SIGKILL: no exit handler ran
+    (orphan / "sub").mkdir(parents=True)
+    (orphan / "sub" / "model.tflite").write_bytes(b"x" * 1000)
+    alive = temp_dir / f"{UNPACKED_PREFIX}{os.getpid()}-inuse"
+    alive.mkdir()
+    unrelated = temp_dir / f"{UNPACKED_PREFIX}notapid"
+    unrelated.mkdir()
+    with load_bundle(archive):
+        assert not orphan.exists()
+    assert unpacked_copies(temp_dir) == sorted([alive.name, unrelated.name])

@@ -74,7 +74,13 @@ class Recognizer:
             BundleError: the bundle is missing, tampered with, or its model does not match it.
         """
         recognizer = cls.__new__(cls)
-        recognizer._open(load_bundle(options.bundle), options)
+        bundle = load_bundle(options.bundle)
+        try:
+            recognizer._open(bundle, options)
+        except BaseException:
+            bundle.close()
+            raise
+        recognizer._owned_bundle = bundle  # loaded here: close() removes an archive's unpacked copy
         return recognizer
 
     @classmethod
@@ -88,6 +94,7 @@ class Recognizer:
 
     def _open(self, bundle: Bundle, options: RecognizerOptions) -> None:
         self.bundle, self.options = bundle, options
+        self._owned_bundle: Bundle | None = None
         self.spec = bundle.preprocess
         self.index, self.fusion = None, None
         self._class_of = {label: i for i, label in enumerate(bundle.labels)}
@@ -208,7 +215,8 @@ class Recognizer:
         return self.infer(prepare(frame_bgr, self.spec))[1]
 
     def close(self) -> None:
-        """Stop the live-stream worker (the frame it holds is finished), free the interpreter."""
+        """Stop the live-stream worker (the frame it holds is finished), free the interpreter (and
+        the unpacked copy of an archive bundle this recogniser loaded)."""
         if self._live is not None:
             self._live.close()
         if self.model is not None:
@@ -217,6 +225,8 @@ class Recognizer:
         if self.index is not None:
             self.index.close()
             self.index = None
+        if self._owned_bundle is not None:
+            self._owned_bundle.close()
 
     def __enter__(self) -> "Recognizer":
         return self
