@@ -39,13 +39,16 @@ def publish(done: str | Path, path: str | Path) -> Path:
     return path
 
 
-def write_via(path: str | Path, produce: Callable[[Path], None]) -> Path:
+def write_via(path: str | Path, produce: Callable[[Path], None], mode: int | None = None) -> Path:
     """Call ``produce(tmp)`` to create the file at a temporary path (for writers that take a
-    file name, such as Annoy's ``save``), fsync it, then atomically put it at ``path``."""
+    file name, such as Annoy's ``save``), fsync it, then atomically put it at ``path``.
+    ``mode`` (e.g. 0o600 for device data): the file's permissions, whatever the umask."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         produce(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -59,21 +62,23 @@ def write_via(path: str | Path, produce: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_with(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary binary file, then atomically put it at ``path``."""
+def write_with(path: str | Path, write: Callable[[IO[bytes]], None], mode: int | None = None) -> Path:
+    """Call ``write(file)`` on a temporary binary file, then atomically put it at ``path``
+    (with ``mode``: created with those permissions, so it is never readable by others)."""
     def produce(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with open(fd, "wb") as f:
             write(f)
 
-    return write_via(path, produce)
+    return write_via(path, produce, mode)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    return write_with(path, lambda f: f.write(data))
+def write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    return write_with(path, lambda f: f.write(data), mode)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
+    return write_bytes(path, text.encode("utf-8"), mode)
 
 
 def replace_symlink(link: str | Path, target: str | Path) -> None:

@@ -158,3 +158,63 @@ def test_copies_of_killed_processes_are_removed_at_the_next_load(temp_dir, archi
     with load_bundle(archive):
         assert not orphan.exists()
     assert unpacked_copies(temp_dir) == sorted([alive.name, unrelated.name])
+
+
+# -- a run without a token makes no file; device data files are 0600 ----------------------
+
+@pytest.mark.parametrize("sync_args, made", [
+    (["--outbox", "{tmp}/data/events.db"], "data"),
+    (["--bundle-store", "{tmp}/store"], "store"),
+])
+def test_a_run_without_a_token_makes_no_outbox_or_store(tmp_path, capsys, monkeypatch, sync_args, made):
+    monkeypatch.delenv("SHELFSIGHT_SYNC_TOKEN", raising=False)
+    image = tmp_path / "red.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), (0, 0, 255), np.uint8))
+    args = ["run", make_tiny_bundle(tmp_path / "b"), "--source", image, "--endpoint", "https://sync.example.com",
+            *[a.replace("{tmp}", str(tmp_path)) for a in sync_args]]
+    code, out, err = run_cli(args, capsys)
+    assert (code, out, err) == (2, "", "error: no sync token: pass a token file or set $SHELFSIGHT_SYNC_TOKEN\n")
+    assert not (tmp_path / made).exists()
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_device_data_files_are_readable_by_their_owner_only(tmp_path, umask_022):
+    from shelfsight.edge.catalog.enroll import EnrolledDelta, Enrolment
+    from shelfsight.edge.catalog.items import CatalogItem
+
+    with Outbox(tmp_path / "events.db") as box:
+        box.put({"id": "e1"})
+        sidecars = [p for p in tmp_path.glob("events.db-*")]
+        assert {p.name for p in sidecars} == {"events.db-wal", "events.db-shm"}
+        assert {p.name: mode(p) for p in sidecars} == {"events.db-wal": 0o600, "events.db-shm": 0o600}
+    sink = JsonlSink(tmp_path / "events.jsonl")
+    sink.emit({"id": "e1"})
+    sink.close()
+    delta = EnrolledDelta("0" * 64, 3, (Enrolment(1, CatalogItem("tea"), np.eye(3, dtype=np.float32)[:1]),))
+    delta.save(tmp_path / "enrolled.npz")
+    loaded = EnrolledDelta.load(tmp_path / "enrolled.npz")
+    assert loaded.item_of_row == ("tea",) and np.array_equal(loaded.matrix, delta.matrix)
+    (tmp_path / ".enrolled.npz.0.tmp").write_bytes(b"")  # a writer's leftover with the umask's mode
+    assert {p.name: mode(p) for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith(".")} == {
+        "events.db": 0o600, "events.jsonl": 0o600, "enrolled.npz": 0o600}
+
+
+def test_an_atomic_write_with_a_mode_has_that_mode_whatever_was_left_behind(tmp_path, umask_022):
+    from shelfsight.atomic import temp_path, write_text
+
+    temp_path(tmp_path / "key").write_text("stale")
+    os.chmod(temp_path(tmp_path / "key"), 0o644)
+    write_text(tmp_path / "key", "secret", mode=0o600)
+    write_text(tmp_path / "public", "hello")
+    assert (mode(tmp_path / "key"), mode(tmp_path / "public")) == (0o600, 0o644)
+    assert (tmp_path / "key").read_text() == "secret" and not temp_path(tmp_path / "key").exists()

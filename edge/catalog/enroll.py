@@ -90,7 +90,7 @@ class EnrolledDelta:
         return EnrolledDelta(self.model_sha256, self.dimension, tuple(e for e in self.entries if e.seq > seq))
 
     def save(self, path: Path) -> None:
-        """Write the delta atomically; an empty delta removes the file."""
+        """Write the delta atomically, readable by its owner only; an empty delta removes the file."""
         path = Path(path)
         if not self.entries:
             path.unlink(missing_ok=True)
@@ -101,7 +101,8 @@ class EnrolledDelta:
                               for e in self.entries]}
         text = json.dumps(header)
         mac = seal(_PURPOSE, text.encode(), self.matrix.tobytes())
-        write_with(path, lambda f: np.savez(f, header=np.asarray(text), vectors=self.matrix, seal=np.asarray(mac)))
+        write_with(path, lambda f: np.savez(f, header=np.asarray(text), vectors=self.matrix, seal=np.asarray(mac)),
+                   mode=0o600)  # device data: owner only
 
     @classmethod
     def load(cls, path: Path) -> "EnrolledDelta | None":

@@ -47,7 +47,8 @@ class JsonlSink:
     """One JSON object per line, flushed after every line, on stdout or appended to a file.
 
     Args:
-        path: file to append to; None writes to `stream` (default: standard output).
+        path: file to append to (created readable by its owner only: events name what the
+            device saw, and may carry its pictures); None writes to `stream` (default: standard output).
         stream: a text stream used when path is None; it is flushed but never closed.
     """
 
@@ -59,7 +60,8 @@ class JsonlSink:
                 raise ConfigError(f"jsonl sink {self.path} is a folder; expected a file path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             torn = _ends_mid_line(self.path)
-            self._stream: TextIO | None = open(self.path, "a", encoding="utf-8", buffering=1)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # a new file: owner only
+            self._stream: TextIO | None = open(fd, "a", encoding="utf-8", buffering=1)
             if torn:  # a crash cut the last event short: start on a fresh line, do not glue onto it
                 self._stream.write("\n")
             self._owned = True

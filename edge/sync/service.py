@@ -14,6 +14,7 @@ from typing import Callable
 
 from shelfsight.errors import ConfigError
 from .bundle_store import BundleStore
+from .http import read_token
 from .outbox import Outbox, OutboxOptions, OutboxSink
 from .updates import HealthCheck, UpdateOptions, Updater, UpdateResult
 from .uploader import UploadOptions, Uploader
@@ -55,6 +56,9 @@ class SyncService:
     def __init__(self, config: SyncConfig, health_check: HealthCheck | None = None,
                  on_update: Callable[[Path], None] | None = None) -> None:
         self.config = config
+        for talks_to_server in (config.upload, config.updates):
+            if talks_to_server is not None:
+                read_token(talks_to_server.http)  # no token: refused before any file or folder is made
         self.outbox = Outbox(config.outbox, config.outbox_options) if config.outbox else None
         self.uploader = Uploader(self.outbox, config.upload) if config.upload else None
         self.store = BundleStore(config.store_dir) if config.store_dir else None
