@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -218,3 +221,73 @@ def test_an_atomic_write_with_a_mode_has_that_mode_whatever_was_left_behind(tmp_
     write_text(tmp_path / "public", "hello")
     assert (mode(tmp_path / "key"), mode(tmp_path / "public")) == (0o600, 0o644)
     assert (tmp_path / "key").read_text() == "secret" and not temp_path(tmp_path / "key").exists()
+
+
+# -- a missing camera: one-shot runs give up (exit 3), a service retries, warns once, counts ---
+
+NO_CAMERA = "/dev/video7 does not exist (is the camera connected?)"
+
+
+@pytest.fixture
+def no_camera_7():
+    if os.path.exists("/dev/video7"):
+        pytest.skip("this machine has a /dev/video7")
+
+
+@pytest.mark.parametrize("timeout_args", [["--source-timeout", "0.5"], []], ids=["--source-timeout", "--max-frames"])
+def test_a_one_shot_run_gives_up_on_a_missing_camera_with_one_line(tmp_path, capsys, caplog, monkeypatch,
+                                                                   no_camera_7, timeout_args):
+    monkeypatch.setattr("shelfsight.edge.cli.recognize.ONE_SHOT_SOURCE_TIMEOUT_S", 0.5)  # 10 s for users
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, logger="shelfsight.edge.pipeline.capture"):
+        code, out, err = run_cli(["run", make_tiny_bundle(tmp_path / "b"), "--source", "7", "--max-frames", "1",
+                                  *timeout_args], capsys)
+    assert time.monotonic() - started < 5
+    assert code == 3 and out == ""
+    assert err.splitlines()[-1] == f"error: source camera:7: no frame for 0.5 s (open failed: {NO_CAMERA})"
+    assert "Traceback" not in err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"source camera:7 unavailable (open failed: {NO_CAMERA}); retrying with backoff for up to "
+                        f"0.5 s (attempts are counted as reopens, logged at debug level)"]
+
+
+def test_calibrate_on_a_missing_camera_is_one_line_and_exit_3(tmp_path, capsys, no_camera_7):
+    code, out, err = run_cli(["calibrate", "7", "--out", tmp_path / "scene.npz"], capsys)
+    assert (code, err) == (3, f"error: source camera:7: {NO_CAMERA}\n")
+    assert not (tmp_path / "scene.npz").exists()
+
+
+def test_a_service_run_retries_a_missing_camera_warns_once_and_counts(caplog):
+    from edge_fakes import ColourRecognizer, FlakySource
+    from shelfsight.backoff import BackoffOptions
+    from shelfsight.edge.pipeline.health import Health
+    from shelfsight.edge.pipeline.runner import RunOptions, run
+
+    source = FlakySource(["refuse"] * 30 + [["frame"] * 10])  # 30 failed opens, then the camera is back
+    health, stop = Health(), threading.Event()
+    options = RunOptions(backoff=BackoffOptions(initial_s=0.005, max_s=0.01), max_frames=3, drop_frames=False)
+    timer = threading.Timer(10.0, stop.set)  # a safety net only
+    timer.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="shelfsight.edge.pipeline.capture"):
+            summary = run(source, ColourRecognizer(), [], options, health=health, stop=stop, handle_signals=False)
+    finally:
+        timer.cancel()
+    assert summary.stopped_by == "max_frames" and summary.frames == 3
+    assert summary.reopens == 30 and health.reopens._value.get() == 30
+    by_level = {level: [r.getMessage() for r in caplog.records if r.levelno == level]
+                for level in (logging.WARNING, logging.INFO, logging.DEBUG)}
+    assert by_level[logging.WARNING] == [
+        "source flaky unavailable (open failed: flaky: camera busy); retrying with backoff until it is back "
+        "(attempts are counted as reopens, logged at debug level)"]
+    assert by_level[logging.INFO] == ["source flaky is back after 30 reopen attempts"]
+    assert len(by_level[logging.DEBUG]) == 29
+
+
+def test_source_timeout_is_checked():
+    from shelfsight.edge.pipeline.runner import RunOptions
+
+    for bad in (0, -1.0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(ConfigError, match=r"source_timeout_s must be a number of seconds > 0 or None, got "):
+            RunOptions(source_timeout_s=bad)
+    assert RunOptions(source_timeout_s=2).source_timeout_s == 2

@@ -11,6 +11,8 @@ from .config import config_option
 from .objects import build_objects, objects_options
 from .sync import config_from_options, sync_options
 
+ONE_SHOT_SOURCE_TIMEOUT_S = 10.0  # run --max-frames: how long a missing camera is waited for
+
 
 @click.command()
 @click.argument("bundle", type=click.Path())
@@ -60,6 +62,9 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics server binds (0.0.0.0: every interface, for a scraper elsewhere).")
 @click.option("--max-frames", type=click.IntRange(1), default=None)
+@click.option("--source-timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Give up (exit 3) when a camera or stream gives no frame for this many seconds "
+                   f"[default: {ONE_SHOT_SOURCE_TIMEOUT_S:g} with --max-frames, else retry until stopped].")
 @click.option("--every-frame/--latest-frame", "every_frame", default=None,
               help="Process every frame, or only the newest (default: newest for cameras, every for files).")
 @click.option("--summary", type=click.Path(), help="Write the run summary as JSON here.")
@@ -68,8 +73,8 @@ def classify(bundle, images, top_k, as_json, runtime, threads, delegate):
 @runtime_options
 @sync_options
 def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames, reset_frames, min_sharpness,
-                no_quality_gate, jpeg_quality, metrics_port, metrics_host, max_frames, every_frame, summary, show,
-                objects, count_line, scene, runtime, threads, delegate, **sync):
+                no_quality_gate, jpeg_quality, metrics_port, metrics_host, max_frames, source_timeout, every_frame,
+                summary, show, objects, count_line, scene, runtime, threads, delegate, **sync):
     """Recognise products from a camera, stream, video or folder until it ends or SIGTERM.
 
     With --objects, every product in view is proposed, named, tracked and reported once
@@ -78,6 +83,10 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
     With --outbox, events also go to a durable outbox sent to --endpoint; with
     --bundle-store, BUNDLE is installed there once and updates from the server are
     verified, health-checked and swapped in without a restart.
+
+    A camera or stream that is not there is retried with backoff (one warning, then the
+    attempts are counted: summary "reopens", metric source_reopens_total); a one-shot run
+    (--max-frames, or --source-timeout) gives up instead, exit code 3.
     """
     from ..device import Device, DeviceOptions
     from ..pipeline.quality import QualityOptions, Roi
@@ -96,7 +105,9 @@ def run_command(bundle, source, sinks, loop, roi, top_k, search_k, stable_frames
             quality=QualityOptions.off() if no_quality_gate else QualityOptions(min_sharpness=min_sharpness),
             smoothing=SmoothingOptions(stable_frames, reset_frames),
             drop_frames=None if every_frame is None else not every_frame,
-            jpeg_quality=jpeg_quality, max_frames=max_frames, show=show),
+            jpeg_quality=jpeg_quality, max_frames=max_frames, show=show,
+            source_timeout_s=(source_timeout if source_timeout is not None or max_frames is None
+                              else ONE_SHOT_SOURCE_TIMEOUT_S)),
         sync=(config_from_options(**sync) if sync["outbox"] is not None or sync["bundle_store"] is not None
               else None))
     result = Device(options).run()

@@ -56,6 +56,9 @@ class RunOptions:
         drop_frames: True keeps only the newest frame, False processes every frame,
             None (default): drop for cameras and streams, every frame for files.
         backoff: delays between reopen attempts of a lost camera or stream.
+        source_timeout_s: give up (`SourceError`, exit code 3) when a camera or stream has given
+            no frame for this many seconds: for one-shot runs. None (default): retry until
+            stopped, as a service does (the first failure is logged, the attempts counted).
         jpeg_quality: attach the frame to each event as a JPEG of this quality (1..100);
             None (default): no picture leaves the device.
         max_frames: stop after this many frames (None: until the source ends or a signal).
@@ -67,6 +70,7 @@ class RunOptions:
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
     drop_frames: bool | None = None
     backoff: BackoffOptions = field(default_factory=BackoffOptions)
+    source_timeout_s: float | None = None
     jpeg_quality: int | None = None
     max_frames: int | None = None
     show: bool = False
@@ -79,6 +83,10 @@ class RunOptions:
         for value, kind, name, expected in checks:
             if not isinstance(value, kind):
                 raise ConfigError(f"run option {name} must be {expected}, got {type(value).__name__}")
+        timeout = self.source_timeout_s
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < float("inf")):
+            raise ConfigError(f"source_timeout_s must be a number of seconds > 0 or None, got {timeout!r}")
         if self.drop_frames not in (None, True, False):
             raise ConfigError(f"run option drop_frames must be True, False or None, got {self.drop_frames!r}")
         if self.jpeg_quality is not None and (isinstance(self.jpeg_quality, bool) or not isinstance(
@@ -154,7 +162,8 @@ def run(source: FrameSource, recognizer: FrameRecognizer, sinks: Sequence[Sink],
             ``recognizer``) and its events go to the sinks.
 
     Raises:
-        SourceError: a file source cannot be opened or fails while reading.
+        SourceError: a file source cannot be opened or fails while reading; a live one gave
+            no frame for ``options.source_timeout_s``.
         ConfigError: the ROI does not fit the frames, or `show` without a display.
     """
     try:
@@ -184,7 +193,7 @@ class _Loop:
         self.smoother = TemporalSmoother(options.smoothing)
         self.preview = Preview() if options.show else None
         self.capture = LatestFrameCapture(source, drop=options.drop_frames, backoff=options.backoff,
-                                          on_reopen=self._on_reopen)
+                                          on_reopen=self._on_reopen, give_up_after_s=options.source_timeout_s)
         self.frames = self.recognized = self.events = self.unknown = self.sink_errors = 0
         self.skipped: dict[str, int] = {}
         self.frame_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)

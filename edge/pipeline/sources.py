@@ -258,11 +258,22 @@ class VideoCaptureSource(BaseSource):
             raise RuntimeUnavailableError(
                 f"source {self.name}: GStreamer pipelines need OpenCV built with GStreamer; this OpenCV "
                 f"{cv2.__version__} has none (use the distribution's python3-opencv, or a build with WITH_GSTREAMER=ON)")
+        device = self._v4l2_device()
+        if device is not None and not Path(device).exists():  # asking OpenCV would log its own warnings
+            raise SourceError(f"source {self.name}: {device} does not exist (is the camera connected?)")
         capture = cv2.VideoCapture(self._target, self._backend)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"source {self.name}: OpenCV could not open it")
         self._capture = capture
+
+    def _v4l2_device(self) -> str | None:
+        """The /dev/videoN node of a V4L2 camera, or None for other targets."""
+        if self._backend != cv2.CAP_V4L2:
+            return None
+        if isinstance(self._target, int):
+            return f"/dev/video{self._target}"
+        return self._target if _CAMERA_DEVICE.match(str(self._target)) else None
 
     def _close(self) -> None:
         if self._capture is not None:
