@@ -291,3 +291,28 @@ def test_source_timeout_is_checked():
         with pytest.raises(ConfigError, match=r"source_timeout_s must be a number of seconds > 0 or None, got "):
             RunOptions(source_timeout_s=bad)
     assert RunOptions(source_timeout_s=2).source_timeout_s == 2
+
+
+# -- --allow-http: refused naming the flag without it, a warning with it ------------------
+
+def test_run_refuses_plain_http_naming_allow_http_and_makes_no_outbox(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SHELFSIGHT_SYNC_TOKEN", "a-long-enough-token")
+    image = tmp_path / "red.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), (0, 0, 255), np.uint8))
+    code, out, err = run_cli(["run", make_tiny_bundle(tmp_path / "b"), "--source", image, "--outbox",
+                              tmp_path / "o.db", "--endpoint", "http://sync.example.com"], capsys)
+    assert (code, out) == (2, "")
+    assert err == ("error: sync URL 'http://sync.example.com' uses plain http to sync.example.com; "
+                   "use https (or --allow-http, which sends the device token in clear)\n")
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_allow_http_warns_that_the_token_travels_in_clear(tmp_path, capsys, caplog, monkeypatch):
+    monkeypatch.setenv("SHELFSIGHT_SYNC_TOKEN", "a-long-enough-token")
+    with caplog.at_level(logging.WARNING):
+        code, out, err = run_cli(["sync", "--once", "--endpoint", "http://sync.example.com", "--allow-http",
+                                  "--outbox", tmp_path / "o.db"], capsys)  # nothing waits: nothing is sent
+    assert (code, out) == (0, "outbox: 0 sent, 0 waiting, dropped 0\n")
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("shelfsight.edge.sync.http",
+         "sync URL http://sync.example.com is plain http (--allow-http): the device token travels in clear")]
