@@ -14,7 +14,7 @@ export TF_USE_LEGACY_KERAS := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,annoy,plots,server,kiosk,train,onnx,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[edge,annoy,plots,server,s3,kiosk,train,onnx,dev]"
 	# tflite-support: its metadata schema only; tf2onnx: the benchmark's onnxruntime comparison.
 	# Both declare protobuf 3.20, which clashes with onnx2tf's pin; what they use runs on 4.25 (see README).
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tflite-support tf2onnx

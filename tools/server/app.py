@@ -25,7 +25,7 @@ from shelfsight.edge.sync.updates import ARCHIVE_HEADER, ARCHIVE_SIZE_HEADER
 from shelfsight.errors import BundleError, ConfigError
 
 from .auth import PRINCIPAL, make_middleware
-from .bundles import DirectoryBundleStore
+from .bundles import open_bundle_store
 from .config import ServerConfig
 from .fleet import Fleet
 from .keys import manifest_bytes, signature_path
@@ -78,7 +78,7 @@ class ServerState:
         self.bundle = Path(config.bundle) if config.bundle else None  # one bundle for every device
         self.signing_key = load_private_key(config.signing_key) if config.signing_key else None
         self.store = open_storage(config.database_url, config.pool_size)
-        self.fleet = Fleet(self.store, DirectoryBundleStore(config.bundle_dir))
+        self.fleet = Fleet(self.store, open_bundle_store(config.bundle_location, config.bundle_cache))
         self.metrics = ServerMetrics()
         self.rng = random.Random(config.seed)
         self.range_requests = 0

@@ -1,8 +1,10 @@
-"""Where the fleet's bundles live: an interface (`BundleStore`) and its directory backend.
+"""Where the fleet's bundles live: an interface (`BundleStore`), its directory backend, and
+`open_bundle_store`, which picks the backend from the location (a directory, or
+``s3://BUCKET/PREFIX`` for `s3bundles.S3BundleStore`).
 
 A bundle is stored under its ``bundle_id`` (from the manifest) exactly as given, a directory
 or a .tar.gz, with its signature file beside it when there is one; the server offers it
-from there. An S3-compatible backend would implement the same three methods.
+from a local path (the object store's backend keeps a local copy).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from shelfsight.errors import BundleError
+from shelfsight.errors import BundleError, ConfigError
 
 from .keys import manifest_bytes, signature_path
 
@@ -25,6 +27,20 @@ class BundleStore(Protocol):
 
     def ids(self) -> list[str]:
         """Every stored bundle_id."""
+
+    def location(self, bundle_id: str) -> str:
+        """Where the stored bundle lives, as the fleet database records it."""
+
+
+def open_bundle_store(location: str | Path, cache_dir: Path | None = None) -> BundleStore:
+    """The store at ``location``: ``s3://BUCKET[/PREFIX]`` (S3-compatible; ``cache_dir`` holds
+    the local copies served) or a directory."""
+    if str(location).startswith("s3://"):
+        from .s3bundles import S3BundleStore
+        return S3BundleStore(str(location), cache_dir)
+    if "://" in str(location):
+        raise ConfigError(f"bundle store {str(location)!r}: expected a directory or s3://BUCKET/PREFIX")
+    return DirectoryBundleStore(Path(location))
 
 
 def bundle_id_of(bundle: Path) -> str:
@@ -69,6 +85,9 @@ class DirectoryBundleStore:
             if candidate.exists():
                 return candidate
         raise BundleError(f"bundle {bundle_id!r} is not in the bundle store {self.root}")
+
+    def location(self, bundle_id: str) -> str:
+        return str(self.path(bundle_id))
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():

@@ -72,7 +72,9 @@ class ServerConfig:
         database: ``postgresql://...`` or ``sqlite:///PATH``; None: SQLite in data_dir.
         bundle: bundle directory or .tar.gz offered to every device, or None: each device
             is offered its rollout's bundle from the bundle store.
-        bundle_store: the fleet's bundle directory (default data_dir/bundles).
+        bundle_store: the fleet's bundle directory (default data_dir/bundles), or ``s3://BUCKET/PREFIX``
+            (S3-compatible, credentials and endpoint from the environment; the copies served are
+            kept in data_dir/bundle-cache).
         workers: server processes sharing the port (SO_REUSEPORT); more than one needs PostgreSQL.
         pool_size: database connections per worker.
         signing_key: Ed25519 private key (PEM) to sign the manifest on the fly; without
@@ -88,7 +90,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     bundle: Path | None = None
-    bundle_store: Path | None = None
+    bundle_store: Path | str | None = None
     workers: int = 1
     pool_size: int = 8
     signing_key: Path | None = None
@@ -118,8 +120,16 @@ class ServerConfig:
         return self.database or f"sqlite:///{Path(self.data_dir) / 'events.db'}"
 
     @property
-    def bundle_dir(self) -> Path:
-        return Path(self.bundle_store) if self.bundle_store else Path(self.data_dir) / "bundles"
+    def bundle_location(self) -> Path | str:
+        """The bundle store: a directory, or an ``s3://`` URL."""
+        if self.bundle_store is None:
+            return Path(self.data_dir) / "bundles"
+        return self.bundle_store if str(self.bundle_store).startswith("s3://") else Path(self.bundle_store)
+
+    @property
+    def bundle_cache(self) -> Path:
+        """Where local copies of an object store's bundles are kept to be served."""
+        return Path(self.data_dir) / "bundle-cache"
 
 
 MIN_TOKEN_CHARS = 12  # a shared secret short enough to guess is no secret

@@ -19,7 +19,7 @@ import click
 
 from shelfsight.errors import ConfigError
 
-from .bundles import DirectoryBundleStore
+from .bundles import BundleStore, open_bundle_store
 from .rollouts import status_row
 from .storage import FleetError, SqlStorage, open_storage
 
@@ -27,20 +27,20 @@ from .storage import FleetError, SqlStorage, open_storage
 class _Fleet:
     """What the subcommands share: where the database and the bundle store are."""
 
-    def __init__(self, database: str | None, data_dir: Path | None, bundle_store: Path | None) -> None:
+    def __init__(self, database: str | None, data_dir: Path | None, bundle_store: str | None) -> None:
         if database is None and data_dir is None:
             raise ConfigError("no fleet database: pass --database postgresql://... or --data-dir DIR "
                               "(or set $SHELFSIGHT_FLEET_DB)")
         self.url = database or f"sqlite:///{data_dir / 'events.db'}"
-        self.bundle_dir = bundle_store or (data_dir / "bundles" if data_dir else None)
+        self.bundle_location = bundle_store or (data_dir / "bundles" if data_dir else None)
 
     def storage(self) -> SqlStorage:
         return open_storage(self.url, 1)
 
-    def bundles(self) -> DirectoryBundleStore:
-        if self.bundle_dir is None:
-            raise ConfigError("no bundle store: pass --bundle-store DIR (or --data-dir)")
-        return DirectoryBundleStore(self.bundle_dir)
+    def bundles(self) -> BundleStore:
+        if self.bundle_location is None:
+            raise ConfigError("no bundle store: pass --bundle-store DIR or s3://BUCKET/PREFIX (or --data-dir)")
+        return open_bundle_store(self.bundle_location)
 
 
 @click.group("fleet")
@@ -48,8 +48,9 @@ class _Fleet:
               help="postgresql://... or sqlite:///PATH, as given to sync-server [$SHELFSIGHT_FLEET_DB].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="The server's --data-dir (its SQLite database and bundle store).")
-@click.option("--bundle-store", type=click.Path(file_okay=False, path_type=Path),
-              help="The server's bundle directory (default: DATA_DIR/bundles).")
+@click.option("--bundle-store", envvar="SHELFSIGHT_BUNDLE_STORE",
+              help="The server's bundle store: a directory (default: DATA_DIR/bundles) or s3://BUCKET/PREFIX "
+                   "[$SHELFSIGHT_BUNDLE_STORE].")
 @click.pass_context
 def fleet(ctx: click.Context, database, data_dir, bundle_store) -> None:
     """Devices, tokens, bundles, staged rollouts and the fleet view of a sync server."""
@@ -176,11 +177,11 @@ def bundle() -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.pass_obj
 def bundle_add(obj: _Fleet, path: Path) -> None:
-    """Copy the bundle PATH (directory or .tar.gz, with its signature) into the store."""
+    """Copy the bundle PATH (directory or .tar.gz, with its signature) into the store (a directory or S3)."""
     bundles, store = obj.bundles(), obj.storage()
     try:
         bundle_id = bundles.put(path)
-        store.add_bundle(bundle_id, str(bundles.path(bundle_id)))
+        store.add_bundle(bundle_id, bundles.location(bundle_id))
     finally:
         store.close()
     click.echo(bundle_id)

@@ -149,8 +149,10 @@ def serve(config: ServerConfig, reuse_port: bool = False, announce: bool = True)
               help="File whose first line is a token shared by all devices (without it: per-device tokens only).")
 @click.option("--bundle", type=click.Path(path_type=Path),
               help="Bundle directory or .tar.gz offered to every device (without it: rollouts decide).")
-@click.option("--bundle-store", type=click.Path(file_okay=False, path_type=Path),
-              help="The fleet's bundle directory (default: DATA_DIR/bundles).")
+@click.option("--bundle-store", envvar="SHELFSIGHT_BUNDLE_STORE",
+              help="The fleet's bundles: a directory (default: DATA_DIR/bundles) or s3://BUCKET/PREFIX "
+                   "(endpoint and credentials from $AWS_ENDPOINT_URL_S3, $AWS_ACCESS_KEY_ID, ...) "
+                   "[$SHELFSIGHT_BUNDLE_STORE].")
 @click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path),
               help="Ed25519 private key (PEM) to sign the offered manifest.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Certificate chain (PEM) for https.")
