@@ -121,16 +121,19 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
 
 
 def catalog_of(kept: list[Sample]) -> Catalog:
-    """One catalog item per product (SKU, else label), listing all of its images."""
+    """One catalog item per product (SKU, else label), listing all of its images and barcodes."""
     items: dict[str, CatalogItem] = {}
     images: dict[str, list[str]] = {}
+    codes: dict[str, dict[str, None]] = {}
     for s in kept:
         images.setdefault(item_id_of(s), []).append(str(s.path))
+        codes.setdefault(item_id_of(s), {}).update(dict.fromkeys(s.barcodes))
     for s in kept:
         iid = item_id_of(s)
         if iid not in items:
             extra = {"coarse": s.coarse} if s.coarse else {}
-            items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra)
+            items[iid] = CatalogItem(iid, label=s.label, sku=s.sku, name=s.name, images=tuple(images[iid]), extra=extra,
+                                     barcodes=tuple(codes[iid]))
     return Catalog(items.values())
 
 

@@ -2,8 +2,10 @@
 
 - Grocery Store layout: a folder with classes.csv and train.txt / val.txt / test.txt
   (``path, fine_id, coarse_id``), plus iconic catalog images named in classes.csv.
-- CSV manifest: a .csv file with a header ``path,label[,sku][,name][,split]``; paths
-  relative to the file.
+- CSV manifest: a .csv file with a header ``path,label[,sku][,name][,split][,barcode]``;
+  paths relative to the file. ``barcode`` lists the product's barcodes (EAN/UPC, Code 128,
+  QR text), several separated by ``;``; they are carried into the catalog index, where the
+  per-object mode checks a decoded code against the visual match.
 - Folder per class: ``ROOT/<split>/<label>/*.jpg`` (``validation/`` and ``valid/`` are read as
   val, ``training/`` as train, ``testing/`` as test), or ``ROOT/<label>/*.jpg`` with no split
   folders, in which case a stable hash of each file name puts 20% of it in ``val``.
@@ -44,6 +46,7 @@ class Sample:
     sku: str = ""
     name: str = ""
     coarse: str = ""
+    barcodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,9 @@ def _read_csv(path: Path, split: str) -> tuple[list[Sample], list[Sample], dict[
         p = p if p.is_absolute() else path.parent / p
         row_split = row["split"].strip() if has_split else _hash_split(p.name)
         if row_split == split:
+            codes = tuple(c.strip() for c in (row.get("barcode") or "").split(";") if c.strip())
             samples.append(Sample(p, row["label"].strip(), (row.get("sku") or "").strip(),
-                                  (row.get("name") or "").strip()))
+                                  (row.get("name") or "").strip(), barcodes=codes))
     return samples, [], {}
 
 

@@ -3,9 +3,11 @@
 Proposals come from a learned empty scene (`background`) or a TFLite detector
 (`detector:PATH.tflite`), chosen in `proposals.make_proposer`; each box is cropped and named
 by the bundle's recogniser (`crops`), tracked across frames (`tracking`), counted across a
-line (`counting`), read for barcodes (`barcodes`), and reported once when confirmed and once
-when it leaves (`events`). `ObjectStage` is what the run loop calls per frame.
+line (`counting`), read for barcodes (`barcodes`, checked against the catalog's codes in
+`agreement`), and reported once when confirmed and once when it leaves (`events`).
+`ObjectStage` is what the run loop calls per frame.
 """
+from .agreement import AGREEMENTS, check_barcode
 from .background import BackgroundOptions, BackgroundProposer, load_scene, save_scene
 from .boxes import Box
 from .counting import CountLine
@@ -16,6 +18,6 @@ from .proposals import make_proposer, parse_backend
 from .stage import ObjectStage
 from .tracking import Track, Tracker, TrackingOptions
 
-__all__ = ["BackgroundOptions", "BackgroundProposer", "Box", "BundleCrops", "CountLine", "CropRecognizer",
+__all__ = ["AGREEMENTS", "BackgroundOptions", "BackgroundProposer", "Box", "BundleCrops", "CountLine", "CropRecognizer",
            "CropResult", "DetectorOptions", "DetectorProposer", "ObjectStage", "ObjectsOptions", "Track",
-           "Tracker", "TrackingOptions", "load_scene", "make_proposer", "parse_backend", "save_scene"]
+           "Tracker", "TrackingOptions", "check_barcode", "load_scene", "make_proposer", "parse_backend", "save_scene"]

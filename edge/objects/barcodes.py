@@ -1,7 +1,9 @@
 """Barcodes and QR codes on a track's crops, with OpenCV's own decoders (no new dependency).
 
-`cv2.barcode.BarcodeDetector` reads EAN-13/8, UPC-A/E, Code 39/93/128 ...; `cv2.QRCodeDetector`
-reads QR codes. A track's crops are tried until one decodes (every ``every`` frames, so the
+`cv2.barcode.BarcodeDetector` reads EAN-13, EAN-8, UPC-A and UPC-E (OpenCV 4.11 decodes no
+other linear symbology: Code 128 and Code 39 are not read); `cv2.QRCodeDetector` reads QR
+codes. Values come back as printed (UPC-A as 12 digits; the catalog compares digits as
+GTIN-14, `shelfsight.edge.catalog.items.normalize_barcode`). A track's crops are tried until one decodes (every ``every`` frames, so the
 cost stays bounded); an unreadable code leaves the track without a barcode.
 """
 from __future__ import annotations

@@ -9,6 +9,8 @@ the number of objects changes); otherwise one inference per crop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Protocol, Sequence
@@ -16,12 +18,15 @@ from typing import Callable, ContextManager, Protocol, Sequence
 import numpy as np
 
 from shelfsight.embeddings import l2_normalize
-from shelfsight.errors import ConfigError
+from shelfsight.errors import ConfigError, IndexMismatchError
 from shelfsight.preprocess import prepare
 
-from ..runtime.postprocess import Recognition, top_k
+from ..catalog.items import Catalog
+from ..runtime.postprocess import Recognition
 from ..runtime.recognizer import EMBEDDING, SCORES, Recognizer
 from .boxes import Box
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,19 @@ class BundleCrops:
             raise ConfigError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
         self._current = current if callable(current) else (lambda: contextlib.nullcontext(current))
         self.max_batch = max_batch
+        self._catalog: tuple[object, Catalog | None] | None = None  # (the recogniser it is of, catalog)
+
+    def catalog(self) -> Catalog | None:
+        """The catalog of the recogniser in use (where barcodes are looked up); None without an index.
+
+        Read once per recogniser (a hot reload brings its bundle's), from its open index or,
+        with search off, from the bundle's index files. Items enrolled on the device since the
+        last rebuild are not in it (enrolment takes no barcodes).
+        """
+        with self._current() as recognizer:
+            if self._catalog is None or self._catalog[0] is not recognizer:
+                self._catalog = (recognizer, _catalog_of(recognizer))
+            return self._catalog[1]
 
     def recognize_crops(self, crops: Sequence[np.ndarray]) -> list[CropResult]:
         with self._current() as recognizer:
@@ -90,13 +108,23 @@ class BundleCrops:
         return results
 
 
+def _catalog_of(recognizer: Recognizer) -> Catalog | None:
+    if recognizer.index is not None:
+        return recognizer.index.catalog
+    if not recognizer.bundle.index:
+        return None
+    from ..catalog.spec import read_spec  # only with search off: the catalog without the index
+
+    root = recognizer.bundle.root
+    try:
+        return Catalog.load(root / read_spec(root)["files"]["catalog"])
+    except (IndexMismatchError, KeyError, TypeError) as e:
+        log.warning("barcodes are checked against no catalog: %s", e)
+        return None
+
+
 def _result(recognizer: Recognizer, scores: np.ndarray, embedding: np.ndarray, latency_ms: float) -> CropResult:
-    """The recogniser's post-processing of one row (as `Recognizer.recognize` does for a frame)."""
-    embedding = l2_normalize(embedding)
-    predictions = top_k(scores, recognizer.labels, recognizer.top_k)
-    best = predictions[0]
-    matches = (tuple(recognizer.index.search(embedding, recognizer.search_k,
-                                             min_similarity=recognizer.similarity_threshold))
-               if recognizer.index else ())
-    label = best.label if best.score >= recognizer.unknown_threshold else None
-    return CropResult(Recognition(label, best.score, predictions, matches, latency_ms), embedding)
+    """The recogniser's post-processing of one row, exactly as `Recognizer.recognize` does for a
+    frame (retrieval fusion included where the bundle has it)."""
+    recognition = recognizer.postprocess(scores, embedding)
+    return CropResult(dataclasses.replace(recognition, latency_ms=latency_ms), l2_normalize(embedding))

@@ -5,20 +5,26 @@ latency_ms): "kind" ("object_confirmed" when a track is confirmed, "object_left"
 leaves), "track_id", "box" (x, y, w, h of the latest sighting), "best_frame" / "best_box"
 (the frame the label's best score came from), "first_seen" / "last_seen" (ISO 8601 UTC)
 with "first_frame" / "last_frame", "frames" (matched frames), "crossings" (count-line
-crossings so far: direction, frame, time) and "barcode" (value, symbology; None until read).
+crossings so far: direction, frame, time) and "barcode" (None until read; then value,
+symbology, the catalog item listing it and whether it agrees with the visual match: see
+`agreement`).
 "label" is the track's smoothed label. "jpeg", when asked for, is the best crop.
 """
 from __future__ import annotations
 
+from ..catalog.items import Catalog
 from ..pipeline.events import build_event, encode_jpeg, iso_time
 from ..pipeline.sources import Frame
+from .agreement import check_barcode
 from .tracking import Track
 
 CONFIRMED, LEFT = "object_confirmed", "object_left"
 
 
-def object_event(kind: str, track: Track, frame: Frame, *, crop_jpeg=None, jpeg_quality: int | None = None) -> dict:
-    """The event of ``kind`` for ``track`` at ``frame`` (``crop_jpeg``: a BGR crop to attach)."""
+def object_event(kind: str, track: Track, frame: Frame, *, crop_jpeg=None, jpeg_quality: int | None = None,
+                 catalog: Catalog | None = None) -> dict:
+    """The event of ``kind`` for ``track`` at ``frame`` (``crop_jpeg``: a BGR crop to attach;
+    ``catalog``: where a decoded barcode is looked up)."""
     best = track.best_sighting
     event = build_event(best.recognition, frame)
     event.update({
@@ -27,7 +33,8 @@ def object_event(kind: str, track: Track, frame: Frame, *, crop_jpeg=None, jpeg_
         "first_seen": iso_time(track.first.time), "last_seen": iso_time(track.last.time),
         "first_frame": track.first.frame, "last_frame": track.last.frame, "frames": track.hits,
         "crossings": [dict(c) for c in track.crossings],
-        "barcode": dict(track.barcode) if track.barcode else None,
+        "barcode": (check_barcode(track.barcode, catalog, track.label, best.recognition.matches)
+                    if track.barcode else None),
     })
     if crop_jpeg is not None and jpeg_quality is not None:
         event["jpeg"] = encode_jpeg(crop_jpeg, jpeg_quality)

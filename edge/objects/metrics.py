@@ -5,6 +5,9 @@
     object_crossings_total{label,direction} count-line crossings, by the track's final label
     proposals_capped_total                  boxes over the per-frame cap (noise, a rain of blobs)
     barcode_tracks_total{decoded}           closed tracks with / without a decoded barcode
+    barcode_checks_total{agreement}         closed tracks with a barcode, by its agreement with the
+                                            visual match (agree, mismatch: the ticket-switch alert,
+                                            unlisted, unverified; see `agreement`)
 """
 from __future__ import annotations
 
@@ -22,3 +25,6 @@ class ObjectMetrics:
         self.capped = Counter("shelfsight_proposals_capped", "Proposals over the per-frame cap", registry=r)
         self.barcodes = Counter("shelfsight_barcode_tracks", "Closed tracks by whether a barcode was decoded",
                                 labelnames=("decoded",), registry=r)
+        self.checks = Counter("shelfsight_barcode_checks",
+                              "Closed tracks with a barcode, by agreement with the visual match",
+                              labelnames=("agreement",), registry=r)

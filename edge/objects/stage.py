@@ -7,15 +7,18 @@
 It is what `run(..., objects=stage)` calls instead of the single-object recogniser. Per
 frame it emits one event per newly confirmed track and one per track that left; the
 count line's crossings are counted when a track leaves, under its final label
-(``counts[(label, direction)]``).
+(``counts[(label, direction)]``), and so is a decoded barcode's agreement with the visual
+match (``agreements[agreement]``, see `agreement`).
 """
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 
+from ..catalog.items import Catalog
 from ..pipeline.health import Health
 from ..pipeline.sources import Frame
 from .barcodes import BarcodeReader
@@ -35,16 +38,23 @@ class ObjectStage:
         health: the device's metrics; the per-object ones are added to its registry.
         jpeg_quality: attach each track's best crop as JPEG (None: no picture leaves the device).
         proposer: overrides the backend's proposer (tests).
+        catalog: where decoded barcodes are looked up: a `Catalog`, or returns the one to use
+            now (None: ``crops.catalog`` where the crops have one, as `BundleCrops` does, which
+            follows a hot reload; else barcodes are checked against no catalog: "unlisted").
     """
 
     def __init__(self, options: ObjectsOptions, crops: CropRecognizer, health: Health | None = None,
-                 jpeg_quality: int | None = None, proposer: Proposer | None = None) -> None:
+                 jpeg_quality: int | None = None, proposer: Proposer | None = None,
+                 catalog: Catalog | Callable[[], Catalog | None] | None = None) -> None:
         self.options, self.crops, self.jpeg_quality = options, crops, jpeg_quality
         self.proposer = proposer or make_proposer(options.backend, options.background, options.detector)
         self.tracker = Tracker(options.tracking)
         self.metrics = ObjectMetrics(health.registry) if health is not None else None
         self.barcodes = BarcodeReader() if options.barcodes else None
         self.counts: Counter[tuple[str | None, str]] = Counter()
+        self.agreements: Counter[str] = Counter()
+        self._catalog: Catalog | Callable[[], Catalog | None] | None = (
+            catalog if catalog is not None else getattr(crops, "catalog", None))
         self.proposals = 0
         self._capped = 0
         self._last_frame: Frame | None = None
@@ -106,8 +116,11 @@ class ObjectStage:
             track.state["best_crop"] = crop.copy()
 
     def _event(self, kind: str, track: Track, frame: Frame) -> dict:
+        catalog = None
+        if track.barcode is not None:  # only a decoded code is looked up
+            catalog = self._catalog() if callable(self._catalog) else self._catalog
         return object_event(kind, track, frame, crop_jpeg=track.state.get("best_crop"),
-                            jpeg_quality=self.jpeg_quality)
+                            jpeg_quality=self.jpeg_quality, catalog=catalog)
 
     def _leave(self, tracks: tuple[Track, ...], frame: Frame) -> list[dict]:
         for track in tracks:
@@ -118,7 +131,13 @@ class ObjectStage:
             if self.metrics is not None:
                 self.metrics.closed.inc()
                 self.metrics.barcodes.labels(decoded=str(track.barcode is not None).lower()).inc()
-        return [self._event(LEFT, t, frame) for t in tracks]
+        events = [self._event(LEFT, t, frame) for t in tracks]
+        for event in events:
+            if event["barcode"] is not None:
+                self.agreements[event["barcode"]["agreement"]] += 1
+                if self.metrics is not None:
+                    self.metrics.checks.labels(agreement=event["barcode"]["agreement"]).inc()
+        return events
 
     def _update_metrics(self, opened: int, in_view: int) -> None:
         if self.metrics is None:

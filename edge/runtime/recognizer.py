@@ -193,6 +193,14 @@ class Recognizer:
     def _recognize(self, frame_bgr: np.ndarray, search: bool = True) -> Recognition:
         t0 = time.perf_counter()
         scores, embedding = self.infer(prepare(frame_bgr, self.spec))
+        result = self.postprocess(scores, embedding, search)
+        return dataclasses.replace(result, latency_ms=(time.perf_counter() - t0) * 1000.0)
+
+    def postprocess(self, scores: np.ndarray, embedding: np.ndarray, search: bool = True) -> Recognition:
+        """One inference's (C,) class scores and (D,) embedding as a `Recognition` (latency 0):
+        fusion with the nearest catalog items where the bundle says so, top-k, unknown under the
+        threshold, similar items when ``search``. What `recognize` does after its inference, and
+        the per-object mode for each crop of a batch."""
         confident = float(scores.max()) >= self.unknown_threshold
         matches: tuple = ()
         if self.index is not None and (search or self.fusion):
@@ -205,7 +213,7 @@ class Recognizer:
         predictions = top_k(scores, self.labels, self.top_k)
         best = predictions[0]
         label = best.label if confident else None
-        return Recognition(label, best.score, predictions, matches, (time.perf_counter() - t0) * 1000.0)
+        return Recognition(label, best.score, predictions, matches, 0.0)
 
     def classify(self, frame_bgr: np.ndarray) -> Recognition:
         """The classes of one frame, no search (any mode: it keeps no state)."""
