@@ -66,20 +66,20 @@ def browser():
 
 @pytest.fixture
 def kiosk(indexed, product, tmp_path):
-    """start(**KioskOptions) -> (station, url, sink path): a kiosk on a private copy of the bundle."""
+    """start(sync=None, **KioskOptions) -> (station, url, sink path): a kiosk on a private copy of the bundle."""
     from shelfsight.edge.kiosk import BackgroundServer, KioskOptions, KioskStation
     from shelfsight.edge.runtime.options import RecognizerOptions
 
     started = []
 
-    def start(**options):
+    def start(sync=None, **options):
         bundle = tmp_path / "bundle"
         shutil.copytree(indexed, bundle)
         sink = tmp_path / "events.jsonl"
         station = KioskStation(RecognizerOptions(bundle, top_k=5, search_k=5), str(product[1]),
                                KioskOptions(store=tmp_path / "feedback", staff_token=TOKEN,
                                             **{"confirm_hold_s": 0.3, **options}),
-                               loop=True, sinks=(f"jsonl:{sink}",))
+                               loop=True, sinks=(f"jsonl:{sink}",), sync=sync)
         station.start()
         server = BackgroundServer(station).start()
         started.append((station, server))
@@ -216,39 +216,104 @@ def test_confirmations_of_a_mislabelled_product_teach_the_device_and_the_next_fr
 
 # ---- the staff page ---------------------------------------------------------------------------
 
-def test_the_staff_page_refuses_a_missing_or_wrong_token_and_approves_the_review_queue(
+def test_the_staff_page_refuses_a_missing_or_wrong_token_and_decides_each_photo_or_all_of_a_product(
         kiosk, product, browser, tmp_path):
     item, _, other = product
-    station, url, sink = kiosk(teach_after=2, review=True)
+    station, url, sink = kiosk(teach_after=3, review=True)
     assert _http(f"{url}/staff")[0] == 401
     assert _http(f"{url}/staff?token=wrong-token")[0] == 403
     assert _http(f"{url}/api/staff/state")[0] == 401
     assert _http(f"{url}/api/staff/state", headers={"Authorization": "Bearer wrong-token"})[0] == 403
     assert _http(f"{url}/api/staff/queue/{other}/approve", {})[0] == 401
+    assert _http(f"{url}/api/staff/photo/1/approve", {})[0] == 401
     status, stats = _http(f"{url}/api/staff/state", headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and stats["bundle"]["id"] == station.recognizer.current.bundle.bundle_id
 
-    for _ in range(2):  # two confirmations the model got wrong: held for review, not enrolled
+    for _ in range(3):  # three confirmations the model got wrong: held for review, not enrolled
         state = _state_after(url, station.view.next_frame_id())
         assert _http(f"{url}/api/confirm", {"frame": state["frame"], "item_id": other})[0] == 200
-    assert station.store.counts()["held"] == 2 and station.teacher.enrolments == 0
+    assert station.store.counts()["held"] == 3 and station.teacher.enrolments == 0
+    first, second, third = [p.id for p in station.store.photos(other)]
 
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     response = page.goto(f"{url}/staff")
     assert response.status == 401 and page.locator("input[name=token]").count() == 1
     page.fill("input[name=token]", TOKEN)
     page.click("form button")
-    page.wait_for_selector(f'.queue-item[data-item="{other}"]', timeout=3000)
+    row = f'.queue-item[data-item="{other}"]'
+    page.wait_for_selector(row, timeout=3000)
     assert page.url == f"{url}/staff"  # the token left the address bar
     page.wait_for_selector('.card[data-name="fps"]')
     assert station.recognizer.current.bundle.bundle_id[:12] in page.locator('.card[data-name="bundle"]').inner_text()
     page.wait_for_function("document.querySelectorAll('#events tr').length >= 2", timeout=3000)
+    page.wait_for_function(f"[...document.querySelectorAll('{row} .photo img')].every((i) => i.naturalWidth > 0)",
+                           timeout=3000)  # each held photo as a thumbnail
+    assert page.locator(f"{row} .photo").count() == 3
     _shot(page, tmp_path, "kiosk-staff")
-    page.click(f'.queue-item[data-item="{other}"] .approve')
-    page.wait_for_selector(f'.queue-item[data-item="{other}"]', state="detached", timeout=3000)
-    assert station.store.counts()["enrolled"] == 2 and station.teacher.enrolments == 1
+
+    page.click(f'.photo[data-photo="{second}"] .discard-one')  # one photo shows a hand, not the product
+    page.wait_for_selector(f'.photo[data-photo="{second}"]', state="detached", timeout=3000)
+    assert station.store.photo(second).status == "discarded" and station.teacher.enrolments == 0
+    page.click(f'.photo[data-photo="{first}"] .approve-one')
+    page.wait_for_selector(f'.photo[data-photo="{first}"]', state="detached", timeout=3000)
+    assert station.store.photo(first).status == "enrolled" and station.teacher.enrolments == 1
+    assert page.locator(f"{row} b").inner_text().endswith("(1 photo)")
+    page.click(f"{row} .approve")  # approve all: the one left
+    page.wait_for_selector(row, state="detached", timeout=3000)
+    assert station.store.counts()["enrolled"] == 2 and station.teacher.enrolments == 2
+    assert station.store.photo(third).status == "enrolled"
     assert _http(f"{url}/api/staff/queue/{other}/approve", {}, {"Authorization": f"Bearer {TOKEN}"})[0] == 404
+    assert _http(f"{url}/api/staff/photo/{second}/approve", {}, {"Authorization": f"Bearer {TOKEN}"}) == (
+        404, {"error": f"photo {second} is not waiting for review (it is discarded)"})
     page.close()
+
+
+# ---- kept photos and the sync server ----------------------------------------------------------
+
+@pytest.mark.parametrize("sync_photos", [False, True], ids=["off", "on"])
+def test_kept_photos_reach_the_sync_server_once_with_sync_photos_and_never_without(
+        kiosk, product, tmp_path, sync_photos):
+    import base64
+
+    from shelfsight.edge.sync.http import HttpOptions
+    from shelfsight.edge.sync.service import SyncConfig
+    from shelfsight.edge.sync.uploader import UploadOptions
+    from sync_fakes import server, token_file
+
+    item, _, other = product
+    with server(tmp_path) as srv:
+        sync = SyncConfig(outbox=tmp_path / "outbox.db", upload=UploadOptions(
+            endpoint=srv.url, http=HttpOptions(token_file=token_file(tmp_path)), idle_s=0.05))
+        station, url, sink = kiosk(sync=sync, teach_after=0, sync_photos=sync_photos)
+        frames = []
+        for chosen in (other, other, item):  # two taps the model got wrong (kept), one it got right
+            state = _state_after(url, station.view.next_frame_id())
+            assert _http(f"{url}/api/confirm", {"frame": state["frame"], "item_id": chosen})[0] == 200
+            frames.append(state["frame"])
+        assert _http(f"{url}/api/confirm", {"frame": frames[0], "item_id": other})[1]["duplicate"] is True
+        kept = station.store.photos()
+        assert [p.item_id for p in kept] == [other, other]
+
+        deadline = time.monotonic() + 20
+        while True:  # until the server holds every confirmed event and the outbox is empty
+            held = [json.loads(body) for _, _, body in srv.state.store.events()]
+            if (sum(e.get("kind") == "confirmed" for e in held) == 3
+                    and station.service.outbox.stats().pending == 0):
+                break
+            assert time.monotonic() < deadline, station.service.outbox.stats()
+            time.sleep(0.1)
+        feedback = [e for e in held if e.get("kind") == "feedback"]
+        if not sync_photos:
+            assert feedback == [] and not any("jpeg" in e for e in held)  # no image left the device
+            return
+        assert sorted(e["id"] for e in feedback) == sorted(f"{p.event_id}-photo" for p in kept)
+        for e in feedback:
+            photo = station.store.photo(e["photo"])
+            assert base64.b64decode(e["jpeg"]) == station.store.path(photo).read_bytes()
+            assert (e["item_id"], e["confirmed_event"]) == (other, photo.event_id)
+        assert sum("jpeg" in e for e in held) == 2  # the confirmed and recognised events carry no picture
+        assert srv.state.store.stats()["redeliveries"] == 0
+        assert not any("jpeg" in line for line in sink.read_text().splitlines())  # nor do the other sinks
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -200,3 +200,157 @@ def test_latest_wakes_every_waiting_loop_with_the_newest_value_and_ends_on_close
         assert await asyncio.wait_for(later, 2) is None
 
     asyncio.run(both())
+
+
+# ---- per-photo review and the photo sync setting --------------------------------------------
+
+def _held(store, teacher, n, item="lemon"):
+    photos = _add(store, n, item)
+    assert teacher.kept(item) == {"held": item, "photos": n}
+    return [p.id for p in photos]
+
+
+def test_staff_approve_or_discard_single_held_photos_and_the_rest_stay_held(tmp_path):
+    rec = _Recognizer()
+    store = FeedbackStore(tmp_path / "fb")
+    teacher = Teacher(store, lambda: contextlib.nullcontext(rec), teach_after=3, review=True, next_frame_id=lambda: 7)
+    first, second, third = _held(store, teacher, 3)
+    assert teacher.discard("lemon", [second]) == 1 and not store.path(store.photo(second)).exists()
+    assert teacher.approve("lemon", [third]) == {"enrolled": "lemon", "photos": 1, "from_frame": 7}
+    assert rec.index.calls == [("lemon", 1)] and [g["photos"] for g in store.queue()] == [[first]]
+    assert [(p.id, p.status) for p in store.photos("lemon")] == [(first, "held"), (second, "discarded"),
+                                                                  (third, "enrolled")]
+    with pytest.raises(KeyError):
+        teacher.approve("lemon", [second])  # discarded: not waiting any more
+    with pytest.raises(KeyError):
+        teacher.discard("kiwi", [first])  # a photo of another product
+    assert teacher.approve("lemon") == {"enrolled": "lemon", "photos": 1, "from_frame": 7}  # approve all: the rest
+    assert rec.index.calls == [("lemon", 1), ("lemon", 1)] and store.queue() == []
+    store.close()
+
+
+def test_the_staff_routes_decide_one_photo_or_all_photos_of_a_product(tmp_path):
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from shelfsight.edge.kiosk import staff
+
+    rec = _Recognizer()
+    store = FeedbackStore(tmp_path / "fb")
+    teacher = Teacher(store, lambda: contextlib.nullcontext(rec), teach_after=2, review=True)
+    one, two = _held(store, teacher, 2)
+    kiwi = _held(store, teacher, 2, "kiwi")
+    app = web.Application()
+    app[staff.SCREENS] = SimpleNamespace(station=SimpleNamespace(store=store, teacher=teacher))
+    staff.add_routes(app, "right-token-123")
+    auth = {"Authorization": "Bearer right-token-123"}
+
+    async def calls():
+        async with TestClient(TestServer(app)) as client:
+            async def post(path, headers=auth):
+                r = await client.post(path, headers=headers)
+                return r.status, await r.json()
+
+            assert (await post(f"/api/staff/photo/{one}/approve", {}))[0] == 401
+            assert await post(f"/api/staff/photo/{one}/discard") == (200, {"discarded": "lemon", "photos": 1})
+            assert await post(f"/api/staff/photo/{one}/approve") == (
+                404, {"error": f"photo {one} is not waiting for review (it is discarded)"})
+            assert await post(f"/api/staff/photo/{two}/approve") == (
+                200, {"enrolled": "lemon", "photos": 1, "from_frame": 0})
+            assert await post("/api/staff/photo/999/approve") == (404, {"error": "no photo '999' on this device"})
+            assert await post("/api/staff/photo/x/discard") == (404, {"error": "no photo 'x' on this device"})
+            assert await post("/api/staff/queue/lemon/approve") == (
+                404, {"error": "no photos of 'lemon' are waiting for review"})
+            assert await post("/api/staff/queue/kiwi/discard") == (200, {"discarded": "kiwi", "photos": 2})
+
+    asyncio.run(calls())
+    assert rec.index.calls == [("lemon", 1)] and store.queue() == []
+    assert [store.photo(i).status for i in (one, two, *kiwi)] == ["discarded", "enrolled", "discarded", "discarded"]
+    store.close()
+
+
+def test_a_feedback_event_carries_the_kept_photo_under_the_confirmed_events_id(tmp_path):
+    import base64
+
+    from shelfsight.edge.kiosk.feedback import feedback_event
+
+    with FeedbackStore(tmp_path / "fb") as store:
+        photo = _add(store, 1)[0]
+        data = store.path(photo).read_bytes()
+        event = feedback_event(photo, data)
+    assert {k: v for k, v in event.items() if k not in ("time", "jpeg")} == {
+        "id": "event-lemon-0-photo", "kind": "feedback", "confirmed_event": "event-lemon-0", "photo": photo.id,
+        "item_id": "lemon", "sku": "lemon", "name": "lemon", "label": "Lemon", "predicted": "Apple", "score": 0.5,
+        "bundle_id": "bundle-1"}
+    assert base64.b64decode(event["jpeg"]) == data and event["time"].endswith("+00:00")
+
+
+class _Bundle:
+    bundle_id = "bundle-1"
+
+
+class _TapRecognizer(_Recognizer):
+    bundle = _Bundle()
+
+
+def _confirmations(tmp_path, share):
+    from shelfsight.edge.kiosk.confirm import Confirmations
+    from shelfsight.edge.kiosk.live import LiveView
+
+    rec, view, events = _TapRecognizer(), LiveView(), []
+    store = FeedbackStore(tmp_path / "fb")
+    teacher = Teacher(store, lambda: contextlib.nullcontext(rec), teach_after=0, review=False)
+    confirmations = Confirmations(view, lambda: contextlib.nullcontext(rec), teacher, events.append, share=share)
+
+    def frame(label="Lemon"):
+        frame_id = view.take_frame_id()
+        view.answered(frame_id, np.zeros((16, 16, 3), np.uint8),
+                      _recognition(label, [(label, 0.9), ("Kiwi", 0.1)]))
+        return frame_id
+
+    return confirmations, frame, events, store
+
+
+def test_kept_photos_are_shared_once_each_and_only_where_the_model_was_wrong(tmp_path):
+    shared = []
+    confirmations, frame, events, store = _confirmations(tmp_path, shared.append)
+    right = frame()
+    assert confirmations.confirm(right, "lemon")["kept"] is False
+    wrong = frame()
+    assert confirmations.confirm(wrong, "kiwi")["kept"] is True
+    assert confirmations.confirm(wrong, "kiwi")["duplicate"] is True  # a repeated tap shares nothing again
+    assert [p.event_id for p in shared] == [events[1]["id"]] and len(events) == 2
+    assert shared[0] == store.photos("kiwi")[0]
+    store.close()
+
+
+def test_a_photo_that_cannot_be_shared_is_still_kept_and_its_tap_still_confirmed(tmp_path):
+    def full(photo):
+        raise OSError("disk full")
+
+    confirmations, frame, events, store = _confirmations(tmp_path, full)
+    answer = confirmations.confirm(frame(), "kiwi")
+    assert (answer["kept"], len(events), store.counts()["pending"]) == (True, 1, 1)
+    store.close()
+
+
+def test_sync_photos_without_an_outbox_is_refused_before_anything_starts(tmp_path):
+    from shelfsight.edge.kiosk.station import KioskStation
+    from shelfsight.edge.runtime.options import RecognizerOptions
+
+    with pytest.raises(ConfigError, match="sync_photos sends kept photos through the sync outbox"):
+        KioskStation(RecognizerOptions(tmp_path / "bundle"), "0",
+                     KioskOptions(tmp_path / "fb", "long-enough", sync_photos=True))
+    assert not (tmp_path / "fb").exists()
+
+
+def test_the_kiosk_command_refuses_sync_photos_without_an_outbox_in_one_line(tmp_path, capsys):
+    from cli_run import run_cli
+
+    code, out, err = run_cli(["kiosk", tmp_path, "--source", "0", "--sync-photos", "--staff-token", "long-enough",
+                              "--store", tmp_path / "fb"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--sync-photos sends the kept photos through the sync outbox: give --outbox DB" in err
+    assert not (tmp_path / "fb").exists()

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 @click.option("--teach-after", type=click.IntRange(0, 1000), default=5, show_default=True,
               help="Confirmed photos of one product before the device enrols them (0: never).")
 @click.option("--review", is_flag=True, help="Hold those photos for staff to approve instead of enrolling them.")
+@click.option("--sync-photos", is_flag=True,
+              help="Also send each photo kept from now on to the sync server (a kind=feedback event with the "
+                   "JPEG, through --outbox). Off by default: kept photos stay on the device.")
 @click.option("--sink", "sinks", multiple=True, default=("stdout",), show_default=True,
               help="stdout, jsonl:PATH or an http(s):// hook URL; repeatable. Taps arrive as kind=confirmed.")
 @click.option("--loop", is_flag=True, help="Restart a file or folder at its end.")
@@ -41,8 +44,8 @@ log = logging.getLogger(__name__)
 @click.option("--no-quality-gate", is_flag=True, help="Recognise every frame, however dark or blurred.")
 @runtime_options
 @sync_options
-def kiosk(bundle, source, port, host, staff_token, store_dir, teach_after, review, sinks, loop, source_fps, view_fps,
-          images, no_quality_gate, runtime, threads, delegate, **sync):
+def kiosk(bundle, source, port, host, staff_token, store_dir, teach_after, review, sync_photos, sinks, loop, source_fps,
+          view_fps, images, no_quality_gate, runtime, threads, delegate, **sync):
     """Serve the self-checkout screen: live view, the top-3 to tap, "none of these" with a catalog
     search, and taps that teach the device. Open http://HOST:PORT/ on the kiosk's browser;
     the staff page is /staff."""
@@ -53,11 +56,15 @@ def kiosk(bundle, source, port, host, staff_token, store_dir, teach_after, revie
     from .options import KioskOptions
     from .station import KioskStation
 
+    if sync_photos and sync["outbox"] is None:
+        raise click.UsageError("--sync-photos sends the kept photos through the sync outbox: give --outbox DB "
+                               "and --endpoint URL")
     if not staff_token:
         staff_token = secrets.token_urlsafe(12)
         click.echo(f"staff page: http://{host}:{port}/staff?token={staff_token}", err=True)
     options = KioskOptions(store=store_dir, staff_token=staff_token, host=host, port=port, teach_after=teach_after,
-                           review=review, view_fps=view_fps, source_fps=source_fps, images=images)
+                           review=review, view_fps=view_fps, source_fps=source_fps, images=images,
+                           sync_photos=sync_photos)
     station = KioskStation(
         RecognizerOptions(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate), top_k=5, search_k=5),
         source, options, loop=loop, sinks=sinks,

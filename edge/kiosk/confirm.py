@@ -11,7 +11,9 @@ store's POS integration reads them): the run loop's event of that frame (``frame
 A frame is confirmed once: the same tap again (a double tap, a second screen, a retried
 request) answers with the first confirmation and writes nothing; another product for a
 confirmed frame, or an older frame than the last confirmed one, is refused as a conflict.
-Where the model was wrong or unsure, the photo is kept on the device and may teach it (`teach`).
+Where the model was wrong or unsure, the photo is kept on the device and may teach it (`teach`);
+with the ``sync_photos`` setting it is also handed to ``share`` (the station queues it for the
+sync server).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from shelfsight.errors import ShelfsightError
 from ..pipeline.events import build_event
 from ..pipeline.sources import Frame
 from .candidates import catalog_items, choose
+from .feedback import Photo
 from .live import LiveView
 from .teach import Teacher, Using
 
@@ -49,10 +52,13 @@ class Confirmations:
         using: the running recogniser for a block.
         teacher: keeps and teaches.
         emit: ``emit(event)`` to every sink and the outbox.
+        share: ``share(photo)`` for each photo kept (None: photos stay on the device).
     """
 
-    def __init__(self, view: LiveView, using: Using, teacher: Teacher, emit: Callable[[dict], Any]) -> None:
+    def __init__(self, view: LiveView, using: Using, teacher: Teacher, emit: Callable[[dict], Any],
+                 share: Callable[[Photo], Any] | None = None) -> None:
         self._view, self._using, self.teacher, self._emit = view, using, teacher, emit
+        self._share = share
         self._lock = threading.Lock()
         self._done: OrderedDict[int, dict] = OrderedDict()
         self._last_frame = 0
@@ -117,12 +123,18 @@ class Confirmations:
         or a bundle without an index costs the lesson, not the sale)."""
         best = shown.recognition.predictions[0] if shown.recognition.predictions else None
         try:
-            self.teacher.store.add(event["id"], item.item_id, event["sku"], event["name"], item.label,
-                                   model_item or (best.label if best else None), best.score if best else 0.0,
-                                   bundle_id, shown.image)
+            photo = self.teacher.store.add(event["id"], item.item_id, event["sku"], event["name"], item.label,
+                                           model_item or (best.label if best else None),
+                                           best.score if best else 0.0, bundle_id, shown.image)
         except (OSError, ValueError) as e:
             log.warning("the photo of confirmed frame %d was not kept: %s", event["kiosk_frame"], e)
             return {"kept": False, "taught": None}
+        if self._share is not None:
+            try:
+                self._share(photo)
+            except (ShelfsightError, OSError) as e:  # kept on the device all the same (export)
+                log.warning("the photo of confirmed frame %d was kept, not queued for sync: %s",
+                            event["kiosk_frame"], e)
         try:
             return {"kept": True, "taught": self.teacher.kept(item.item_id)}
         except (ShelfsightError, OSError) as e:

@@ -11,10 +11,12 @@ twice, and no photo is ever enrolled twice. A photo found ``enrolling`` when the
 (the process died while enrolling) is counted as enrolled: at most once, never twice.
 
 Images leave the device only through `export` (a CSV manifest and the images: a dataset for the
-next training round) or a sync setting that says so; the events carry no picture.
+next training round) or, with the kiosk's ``sync_photos`` setting, as one `feedback_event` per
+kept photo through the sync outbox; the confirmed events carry no picture.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import shutil
 import sqlite3
@@ -231,6 +233,18 @@ class FeedbackStore:
                 "SELECT id, event_id, item_id, sku, name, label, predicted, score, bundle_id, status, created "
                 f"FROM photos {where} ORDER BY id", args).fetchall()
         return [Photo(*r) for r in rows]
+
+
+def feedback_event(photo: Photo, jpeg: bytes) -> dict:
+    """The ``feedback`` event that carries a kept photo to the sync server (``sync_photos``).
+
+    Its id is the confirmed event's id + ``-photo``: the outbox and the server hold it once however
+    often it is sent. ``jpeg`` is the photo's file as kept (base64 in the event, as ``run
+    --jpeg-quality`` attaches frames)."""
+    return {"id": f"{photo.event_id}-photo", "kind": "feedback", "time": iso_time(photo.created),
+            "confirmed_event": photo.event_id, "photo": photo.id, "item_id": photo.item_id, "sku": photo.sku,
+            "name": photo.name, "label": photo.label, "predicted": photo.predicted, "score": photo.score,
+            "bundle_id": photo.bundle_id, "jpeg": base64.b64encode(jpeg).decode("ascii")}
 
 
 def _safe(name: str) -> str:

@@ -25,6 +25,9 @@ class KioskOptions:
         confirm_hold_s: how long the page shows "added" and ignores taps after a confirmation.
         source_fps: the rate a file or folder source is played at (cameras keep their own).
         images: a folder to look for catalog images in (beside the paths the catalog names).
+        sync_photos: also send each photo kept from now on to the sync server, as a ``feedback``
+            event carrying the JPEG, through the outbox (which the station must have). Off by
+            default: kept photos leave the device only through `FeedbackStore.export`.
     """
 
     store: Path
@@ -39,6 +42,7 @@ class KioskOptions:
     confirm_hold_s: float = 2.0
     source_fps: float = 15.0
     images: Path | None = None
+    sync_photos: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store))
@@ -55,6 +59,8 @@ class KioskOptions:
             raise ConfigError(f"kiosk confirm_hold_s must be within 0..60 s, got {self.confirm_hold_s!r}")
         if not 0 < float(self.source_fps) <= 120:
             raise ConfigError(f"kiosk source_fps must be within 0..120, got {self.source_fps!r}")
+        if not isinstance(self.sync_photos, bool):
+            raise ConfigError(f"kiosk sync_photos must be True or False, got {self.sync_photos!r}")
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"kiosk host must be a host name or address, got {self.host!r}")
 

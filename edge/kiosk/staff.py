@@ -9,6 +9,8 @@ of it, not the token). Every comparison is `hmac.compare_digest`. No token: 401;
     GET  /api/staff/photo/ID                  a kept photo (for the queue)
     POST /api/staff/queue/ITEM/approve        enrol the held photos of ITEM
     POST /api/staff/queue/ITEM/discard        delete them
+    POST /api/staff/photo/ID/approve          enrol that one held photo
+    POST /api/staff/photo/ID/discard          delete it
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import asyncio
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 
@@ -99,13 +102,29 @@ async def _photo(request: web.Request) -> web.Response:
 
 
 async def _decide(request: web.Request) -> web.Response:
-    teacher = request.app[SCREENS].station.teacher
     item_id, action = request.match_info["item_id"], request.match_info["action"]
+    return await _decided(request, item_id, action, None, lambda: f"no photos of {item_id!r} are waiting for review")
+
+
+async def _decide_photo(request: web.Request) -> web.Response:
+    store, action = request.app[SCREENS].station.store, request.match_info["action"]
+    try:
+        photo = store.photo(int(request.match_info["photo_id"]))
+    except (KeyError, ValueError):
+        return web.json_response({"error": f"no photo {request.match_info['photo_id']!r} on this device"},
+                                 status=404)
+    return await _decided(request, photo.item_id, action, [photo.id],
+                          lambda: f"photo {photo.id} is not waiting for review (it is {store.photo(photo.id).status})")
+
+
+async def _decided(request: web.Request, item_id: str, action: str, photo_ids: list[int] | None,
+                   missing: Callable[[], str]) -> web.Response:
+    teacher = request.app[SCREENS].station.teacher
     decide = teacher.approve if action == "approve" else teacher.discard
     try:
-        result = await asyncio.get_running_loop().run_in_executor(None, decide, item_id)
+        result = await asyncio.get_running_loop().run_in_executor(None, decide, item_id, photo_ids)
     except KeyError:
-        return web.json_response({"error": f"no photos of {item_id!r} are waiting for review"}, status=404)
+        return web.json_response({"error": missing()}, status=404)
     except ShelfsightError as e:
         return web.json_response({"error": str(e)}, status=409)
     return web.json_response(result if isinstance(result, dict) else {"discarded": item_id, "photos": result})
@@ -117,3 +136,4 @@ def add_routes(app: web.Application, token: str) -> None:
     app.router.add_get("/api/staff/state", _api(_state))
     app.router.add_get("/api/staff/photo/{photo_id}", _api(_photo))
     app.router.add_post(r"/api/staff/queue/{item_id}/{action:approve|discard}", _api(_decide))
+    app.router.add_post(r"/api/staff/photo/{photo_id}/{action:approve|discard}", _api(_decide_photo))

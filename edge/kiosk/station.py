@@ -22,6 +22,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from shelfsight.errors import ConfigError
+
 from ..pipeline.runner import RunOptions, RunSummary, run
 from ..pipeline.sinks import Sink, make_sinks
 from ..pipeline.sources import open_source
@@ -30,7 +32,7 @@ from ..runtime.recognizer import Recognizer
 from ..runtime.reload import ReloadableRecognizer
 from ..sync.service import SyncConfig, SyncService
 from .confirm import Confirmations
-from .feedback import FeedbackStore
+from .feedback import FeedbackStore, Photo, feedback_event
 from .live import KioskHealth, LiveView, TapRecognizer, ViewSource
 from .options import KioskOptions
 from .teach import Teacher
@@ -107,6 +109,9 @@ class KioskStation:
                                                 max_frames=None)
         self._factory = recognizer_factory or (
             lambda bundle_dir: Recognizer.create_from_options(dataclasses.replace(recognizer, bundle=bundle_dir)))
+        if kiosk.sync_photos and (sync is None or sync.outbox is None):
+            raise ConfigError("sync_photos sends kept photos through the sync outbox; "
+                              "give an outbox and an endpoint (--outbox DB --endpoint URL)")
         self.view = LiveView(kiosk.view_width, kiosk.jpeg_quality)
         self.health = KioskHealth(self.view)
         self.store = FeedbackStore(kiosk.store)
@@ -114,7 +119,8 @@ class KioskStation:
         self.sinks: SharedSinks | None = None
         self.service: SyncService | None = None
         self.recognizer: ReloadableRecognizer | None = None
-        self.confirmations = Confirmations(self.view, self.using, self.teacher, self.emit)
+        self.confirmations = Confirmations(self.view, self.using, self.teacher, self.emit,
+                                           share=self._share_photo if kiosk.sync_photos else None)
         self.summary: RunSummary | None = None
         self.error: str | None = None
         self.started_at = 0.0
@@ -190,6 +196,14 @@ class KioskStation:
             raise RuntimeError("the kiosk is not started")
         self.sinks.emit(event)
 
+    def _share_photo(self, photo: Photo) -> None:
+        """Queue a kept photo for the sync server (``sync_photos``): a ``feedback`` event in the outbox
+        only (not the other sinks: a stdout or webhook sink gets no picture)."""
+        if self.service is None or self.service.outbox is None:
+            raise ConfigError("the kiosk has no sync outbox")
+        if not self.service.outbox.put(feedback_event(photo, self.store.path(photo).read_bytes())):
+            log.warning("the sync outbox refused the photo of %s (full or too large)", photo.event_id)
+
     def stop(self) -> None:
         """Stop the run loop, close sinks, sync, the recogniser and the store; idempotent."""
         self._stop.set()
@@ -222,6 +236,7 @@ class KioskStation:
             "photos": self.store.counts(), "queue": self.store.queue(),
             "sync": None if outbox is None else {
                 "pending": outbox.pending, "dead": outbox.dead, "acked": outbox.counters.get("acked", 0),
+                "photos": self.options.sync_photos,
                 "dropped": outbox.counters.get("dropped_oldest", 0) + outbox.counters.get("refused", 0),
                 "uploading": uploader is not None,
                 "last_error": uploader.last_error if uploader else None,

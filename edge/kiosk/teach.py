@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterable
 
 import numpy as np
 
@@ -68,32 +68,41 @@ class Teacher:
                 return None
             return self._enroll(item_id, "pending")
 
-    def approve(self, item_id: str) -> dict:
-        """Staff approved the held photos of ``item_id``: enrol them.
+    def approve(self, item_id: str, photo_ids: Iterable[int] | None = None) -> dict:
+        """Staff approved held photos of ``item_id`` (all of them, or those of ``photo_ids``): enrol them.
 
         Raises:
-            KeyError: no photos of that item are held.
+            KeyError: none of those photos of that item are held.
         """
         with self._lock:
-            result = self._enroll(item_id, "held")
+            result = self._enroll(item_id, "held", photo_ids)
         if result is None:
             raise KeyError(item_id)
         return result
 
-    def discard(self, item_id: str) -> int:
-        """Staff discarded the held photos of ``item_id``: their images are deleted. Returns how many.
+    def discard(self, item_id: str, photo_ids: Iterable[int] | None = None) -> int:
+        """Staff discarded held photos of ``item_id`` (all of them, or those of ``photo_ids``): their
+        images are deleted. Returns how many.
 
         Raises:
-            KeyError: no photos of that item are held.
+            KeyError: none of those photos of that item are held.
         """
         with self._lock:
-            moved = self.store.move([p.id for p in self.store.photos(item_id, "held")], "discarded", "held")
+            moved = self.store.move(self._held(item_id, "held", photo_ids), "discarded", "held")
         if not moved:
             raise KeyError(item_id)
         return len(moved)
 
-    def _enroll(self, item_id: str, status: str) -> dict | None:
-        ids = self.store.move([p.id for p in self.store.photos(item_id, status)], "enrolling", status)
+    def _held(self, item_id: str, status: str, photo_ids: Iterable[int] | None) -> list[int]:
+        """Ids of the photos of ``item_id`` in ``status``: all, or those also in ``photo_ids``."""
+        ids = [p.id for p in self.store.photos(item_id, status)]
+        if photo_ids is None:
+            return ids
+        wanted = set(photo_ids)
+        return [i for i in ids if i in wanted]
+
+    def _enroll(self, item_id: str, status: str, photo_ids: Iterable[int] | None = None) -> dict | None:
+        ids = self.store.move(self._held(item_id, status, photo_ids), "enrolling", status)
         if not ids:
             return None
         try:

@@ -2,6 +2,7 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
+  const MAX_PHOTOS = 24;  // thumbnails shown per product (the rest after these are decided)
   const fmt = (v, unit) => (v === null || v === undefined ? "—" : v + (unit || ""));
 
   function cardsOf(s) {
@@ -13,9 +14,63 @@
       ["inference", fmt(s.inference_p50_ms, " ms"), "p50"],
       ["unknown rate", s.unknown_rate === null ? "—" : Math.round(s.unknown_rate * 100) + "%", "recent frames"],
       ["confirmed", s.confirmed, s.enrolments + " enrolments, " + s.photos.enrolled + " photos taught"],
-      ["sync", sync ? sync.pending + " waiting" : "off", sync ? (sync.last_error || sync.acked + " sent") : "no outbox"],
+      ["sync", sync ? sync.pending + " waiting" : "off",
+       sync ? (sync.last_error || sync.acked + " sent" + (sync.photos ? ", photos too" : ", no photos")) : "no outbox"],
       ["screens", s.screens.streams, s.screens.listeners + " listening"],
     ];
+  }
+
+  function button(className, text, title, url) {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = className; b.textContent = text; b.title = title;
+    b.onclick = async () => {
+      b.disabled = true;
+      try {
+        const r = await fetch(url, { method: "POST" });
+        if (!r.ok) $("queue-error").textContent = (await r.json()).error || "HTTP " + r.status;
+        else $("queue-error").textContent = "";
+      } catch (e) { $("queue-error").textContent = "The kiosk is not answering."; }
+      refresh();
+    };
+    return b;
+  }
+
+  // The queue is drawn again only when it changed (its photos are not fetched every second).
+  let drawnQueue = null;
+  function renderQueue(groups) {
+    const key = JSON.stringify(groups);
+    if (key === drawnQueue) return;
+    drawnQueue = key;
+    const queue = $("queue");
+    if (!groups.length) { queue.innerHTML = '<p class="sku">Nothing waiting.</p>'; return; }
+    queue.replaceChildren(...groups.map((g) => {
+      const row = document.createElement("div");
+      row.className = "queue-item";
+      row.dataset.item = g.item_id;
+      const title = document.createElement("b");
+      title.textContent = g.name + " (" + g.photos.length + (g.photos.length === 1 ? " photo)" : " photos)");
+      row.appendChild(title);
+      const photos = document.createElement("div");
+      photos.className = "photos";
+      g.photos.slice(0, MAX_PHOTOS).forEach((id) => {
+        const f = document.createElement("figure");
+        f.className = "photo"; f.dataset.photo = id;
+        const i = new Image(); i.alt = "photo " + id; i.src = "/api/staff/photo/" + id;
+        f.append(i, button("approve-one", "✓", "Teach this photo", "/api/staff/photo/" + id + "/approve"),
+                 button("discard-one", "✕", "Discard this photo", "/api/staff/photo/" + id + "/discard"));
+        photos.appendChild(f);
+      });
+      if (g.photos.length > MAX_PHOTOS) {
+        const more = document.createElement("span");
+        more.className = "sku"; more.textContent = "+" + (g.photos.length - MAX_PHOTOS) + " more";
+        photos.appendChild(more);
+      }
+      const item = "/api/staff/queue/" + encodeURIComponent(g.item_id);
+      row.append(photos,
+                 button("approve", "Approve all: teach it", "Teach every photo of this product", item + "/approve"),
+                 button("discard", "Discard all", "Discard every photo of this product", item + "/discard"));
+      return row;
+    }));
   }
 
   function render(s) {
@@ -27,27 +82,7 @@
       d.children[0].textContent = name; d.children[1].textContent = value; d.children[2].textContent = note;
       return d;
     }));
-    const queue = $("queue");
-    if (!s.queue.length) {
-      queue.innerHTML = '<p class="sku">Nothing waiting.</p>';
-    } else {
-      queue.replaceChildren(...s.queue.map((g) => {
-        const row = document.createElement("div");
-        row.className = "queue-item";
-        row.dataset.item = g.item_id;
-        const title = document.createElement("b");
-        title.textContent = g.name + " (" + g.photos.length + " photos)";
-        row.appendChild(title);
-        g.photos.slice(0, 8).forEach((id) => { const i = new Image(); i.src = "/api/staff/photo/" + id; row.appendChild(i); });
-        for (const action of ["approve", "discard"]) {
-          const b = document.createElement("button");
-          b.className = action; b.textContent = action === "approve" ? "Approve: teach it" : "Discard";
-          b.onclick = () => fetch("/api/staff/queue/" + encodeURIComponent(g.item_id) + "/" + action, { method: "POST" }).then(refresh);
-          row.appendChild(b);
-        }
-        return row;
-      }));
-    }
+    renderQueue(s.queue);
     $("events").replaceChildren(...s.last_events.map((e) => {
       const tr = document.createElement("tr");
       [e.time, e.kind, e.item_id || e.label || "unknown", e.label || "unknown", e.score === null ? "" : Number(e.score).toFixed(3)]
