@@ -178,7 +178,7 @@ def check_index_covered(root: Path, manifest: dict[str, Any],
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
 
 
@@ -244,6 +244,8 @@ def _open(path: str | Path, root: Path, verify: bool = True) -> Bundle:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{manifest_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{manifest_path}: nested too deeply to be a manifest") from None
     if isinstance(manifest, dict) and manifest.get("schema") != SCHEMA:
         raise BundleError(f"{manifest_path}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None

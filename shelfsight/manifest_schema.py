@@ -2,13 +2,14 @@
 
 `check_manifest` validates with ``jsonschema`` (imported on first use) and reports the first
 violation, ordered by its place in the document, as ``$.files['model.tflite']: 'sha256' is a
-required property``. Sections the device does not read (metrics, provenance, ...) may hold
+required property``; then refuses NaN and Infinity anywhere (not JSON, though Python reads them). Sections the device does not read (metrics, provenance, ...) may hold
 anything; keys it does not know are allowed, so a newer writer's additions do not break it.
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .errors import BundleError
 
@@ -68,4 +69,39 @@ def check_manifest(manifest: Any, where: str) -> None:
     if errors:
         first = min(errors, key=lambda e: ([str(p) for p in e.absolute_path], str(e.message)))
         message = first.message if len(first.message) <= 200 else first.message[:200] + "..."
-        raise BundleError(f"{where}: {first.json_path}: {message}")
+        raise BundleError(f"{where}: {json_path(first.absolute_path)}: {_one_line(message)}")
+    for path, value in _numbers(manifest, ()):
+        if not math.isfinite(value):  # NaN / Infinity are no JSON, though Python reads and writes them
+            raise BundleError(f"{where}: {json_path(path)}: {value} is not a finite number")
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """``$.files['model.tflite'].size``: names as attributes where they can be, anything else
+    quoted with its control characters escaped (a path stays on one line)."""
+    out = "$"
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{_one_line(repr(part))}]"
+    return out
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _numbers(value: Any, path: tuple) -> Iterator[tuple[tuple, float]]:
+    """Every float in a parsed JSON value with its path, in document order (no recursion: a
+    manifest may nest as deep as the JSON reader allows)."""
+    stack = [(path, value)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float):
+            yield path, value
+        elif isinstance(value, dict):
+            stack.extend(reversed([(path + (k,), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(path + (i,), v) for i, v in enumerate(value)]))

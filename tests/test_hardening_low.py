@@ -316,3 +316,45 @@ def test_allow_http_warns_that_the_token_travels_in_clear(tmp_path, capsys, capl
     assert [(r.name, r.getMessage()) for r in caplog.records] == [
         ("shelfsight.edge.sync.http",
          "sync URL http://sync.example.com is plain http (--allow-http): the device token travels in clear")]
+
+
+# -- what the fuzz test found: deep, non-finite and multi-line manifests ------------------
+
+def rewrite_manifest(root, text):
+    (root / "manifest.json").write_bytes(text.encode() if isinstance(text, str) else text)
+    return root
+
+
+def test_a_manifest_nested_too_deeply_is_refused_in_one_line(tmp_path):
+    from shelfsight.edge.sync.updates import _parse_manifest
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    root = rewrite_manifest(make_tiny_bundle(tmp_path / "b"), deep)
+    with pytest.raises(BundleError, match=r"manifest\.json: nested too deeply to be a manifest$"):
+        load_bundle(root)
+    with pytest.raises(Exception, match=r"^offered manifest is nested too deeply$") as refused:
+        _parse_manifest(deep, 10**9)
+    assert refused.value.status == "refused"
+
+
+@pytest.mark.parametrize("section, value, path, shown", [
+    ("thresholds", {"unknown_score": float("inf")}, r"\$\.thresholds\.unknown_score", "inf"),
+    ("thresholds", {"unknown_similarity": float("nan")}, r"\$\.thresholds\.unknown_similarity", "nan"),
+    ("metrics", {"accuracy": [0.5, float("-inf")]}, r"\$\.metrics\.accuracy\[1\]", "-inf"),
+])
+def test_non_finite_numbers_in_a_manifest_are_refused(tmp_path, section, value, path, shown):
+    root = make_tiny_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    rewrite_manifest(root, json.dumps({**manifest, section: value}))  # Python writes NaN / Infinity
+    with pytest.raises(BundleError, match=rf"manifest\.json: {path}: {shown} is not a finite number$"):
+        load_bundle(root)
+
+
+def test_a_file_name_with_a_newline_is_reported_on_one_line(tmp_path):
+    root = make_tiny_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    rewrite_manifest(root, json.dumps({**manifest, "files": {**manifest["files"], "a\nb": ""}}))
+    with pytest.raises(BundleError) as refused:
+        load_bundle(root)
+    assert str(refused.value).endswith("manifest.json: $.files['a\\nb']: '' is not of type 'object'")
+    assert "\n" not in str(refused.value)

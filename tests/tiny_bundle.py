@@ -59,8 +59,10 @@ def tiny_tflite(size: int = 32) -> bytes:
     return bytes(builder.Output())
 
 
-def make_tiny_bundle(root: Path, size: int = 32, bundle_id: str | None = None) -> Path:
-    """A verified bundle directory with the tiny model and the labels red, green, blue."""
+def make_tiny_bundle(root: Path, size: int = 32, bundle_id: str | None = None,
+                     created_at: str = "2026-12-01T00:00:00+00:00") -> Path:
+    """A verified bundle directory with the tiny model and the labels red, green, blue (its
+    manifest the same bytes on every call with the same arguments and a ``bundle_id``)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "model.tflite").write_bytes(tiny_tflite(size))
     (root / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
@@ -68,6 +70,7 @@ def make_tiny_bundle(root: Path, size: int = 32, bundle_id: str | None = None) -
                             labels={"file": "labels.txt", "count": len(LABELS)},
                             preprocess=PreprocessSpec(size=size).to_dict(), thresholds={"unknown_score": 0.0},
                             index=None, metrics={}, provenance={})
+    manifest["created_at"] = created_at
     if bundle_id is not None:
         manifest["bundle_id"] = bundle_id
     write_manifest(root, manifest)

@@ -358,6 +358,8 @@ def _parse_manifest(raw: bytes, max_bytes: int) -> dict[str, Any]:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _Refused("refused", f"offered manifest is not JSON ({e})") from None
+    except RecursionError:
+        raise _Refused("refused", "offered manifest is nested too deeply") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA \
             or manifest.get("schema_version") != SCHEMA_VERSION:
         raise _Refused("refused", f"offered manifest is not a {SCHEMA} v{SCHEMA_VERSION} manifest")
