@@ -9,7 +9,9 @@ the sync service, the bundle store and hot reload meet the run loop:
 - with a bundle store, the given bundle is installed there once (when the store is empty) and
   the device runs the store's current bundle; verified updates swap in without a restart
   (`ReloadableRecognizer.reload`);
-- with an outbox, events go to it as well as to the sinks, and the uploader sends them;
+- with an outbox, events go to it as well as to the sinks, and the uploader sends them; a
+  heartbeat (when configured) carries the run loop's FPS, unknown rate and errors and the
+  running bundle to the server, events or not;
 - SIGHUP reloads the bundle (the store's current one, or the given directory after it was
   replaced) without stopping the camera: a bundle that does not load is refused in one log
   line and the running one stays (other settings need a restart);
@@ -138,6 +140,7 @@ class Device:
                     service.updater.on_update = recognizer.reload
                 if service.outbox is not None:
                     sinks.append(service.sink())
+                service.device_health = RunHealth(self.health, recognizer)
                 service.start()
             if options.metrics_port is not None:
                 started.callback(self.health.serve(options.metrics_port, options.metrics_host).close)
@@ -160,6 +163,38 @@ class Device:
             service.store.install(given)
             log.info("installed %s into the bundle store %s", given, self.options.sync.store_dir)
         return Path(service.store.current)
+
+
+class RunHealth:
+    """The run loop's part of a heartbeat: ``RunHealth(health, recognizer)()`` gives FPS (once
+    frames were counted over a second), the unknown rate (once something was recognised),
+    frames that failed with an error since the running bundle started (a rollout judges the
+    new bundle, not the old one's errors), and the running bundle's id."""
+
+    def __init__(self, health: Health, recognizer: ReloadableRecognizer) -> None:
+        self.health = health
+        self.recognizer = recognizer
+        self._bundle_id: str | None = None
+        self._errors_before = 0.0
+        self._started = False
+
+    def _sample(self, name: str, labels: dict | None = None) -> float:
+        return self.health.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def __call__(self) -> dict:
+        bundle = getattr(self.recognizer.current, "bundle", None)  # a test double may have none
+        bundle_id = getattr(bundle, "bundle_id", None)
+        errors = self._sample("shelfsight_skipped_frames_total", {"reason": "error"})
+        if not self._started:  # the bundle the run started with: every error counts
+            self._started, self._bundle_id = True, bundle_id
+        elif bundle_id != self._bundle_id:  # a new bundle since the last report: its own count
+            self._bundle_id, self._errors_before = bundle_id, errors
+        fps = self._sample("shelfsight_fps")
+        return {"bundle_id": bundle_id,
+                "fps": fps if fps > 0 else None,
+                "unknown_rate": (self._sample("shelfsight_unknown_ratio")
+                                 if self._sample("shelfsight_recognitions_total") else None),
+                "errors": int(errors - self._errors_before)}
 
 
 @contextlib.contextmanager

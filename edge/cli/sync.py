@@ -14,6 +14,7 @@ import click
 
 from ..sync.outbox import DROP_POLICIES, OutboxOptions
 from ..sync.service import SyncConfig, SyncService
+from ..sync.heartbeat import HeartbeatOptions
 from ..sync.http import TOKEN_ENV, HttpOptions, SyncError
 from ..sync.updates import UpdateOptions
 from ..sync.uploader import UploadOptions
@@ -47,13 +48,15 @@ def sync_options(command):
         click.option("--public-key", type=_FILE, help="Ed25519 public key (PEM): install signed bundles only."),
         click.option("--poll-interval", type=float, default=300.0, show_default=True,
                      help="Seconds between update checks."),
+        click.option("--heartbeat-interval", type=float, default=60.0, show_default=True,
+                     help="Seconds between health reports to --endpoint (with --outbox; 0: none; not with --once)."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def config_from_options(endpoint, outbox, token_file, token_env, ca_bundle, allow_http, device_id, batch_size,
                         max_events, max_bytes, max_age, drop_policy, bundle_store, manifest_url, public_key,
-                        poll_interval) -> SyncConfig:
+                        poll_interval, heartbeat_interval=0.0) -> SyncConfig:
     """A SyncConfig from the `sync_options` values (raises ConfigError for bad ones)."""
     http = HttpOptions(token_file=token_file, token_env=token_env, ca_bundle=ca_bundle,
                        allow_http=allow_http, device_id=device_id)
@@ -67,8 +70,9 @@ def config_from_options(endpoint, outbox, token_file, token_env, ca_bundle, allo
     if bundle_store is not None:
         updates = UpdateOptions(manifest_url=manifest_url or endpoint.rstrip("/") + "/v1/manifest", http=http,
                                 public_key=public_key, interval_s=poll_interval)
+    heartbeat = HeartbeatOptions(heartbeat_interval) if upload is not None and heartbeat_interval != 0 else None
     return SyncConfig(outbox=outbox, outbox_options=outbox_options, upload=upload,
-                      store_dir=bundle_store, updates=updates)
+                      store_dir=bundle_store, updates=updates, heartbeat=heartbeat)
 
 
 @click.command("sync")
