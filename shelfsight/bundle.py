@@ -200,9 +200,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         root = unpack_archive(root, unpacked)
     try:
         bundle = _open(path, root, verify)
-    except BaseException:
+    except BaseException as e:
         if unpacked is not None:
             shutil.rmtree(unpacked, ignore_errors=True)
+            if isinstance(e, BundleError):  # name the archive, not a temporary folder that is gone
+                raise BundleError(str(e).replace(str(unpacked), str(path))) from None
         raise
     if unpacked is not None:  # close(), garbage collection or the process's exit removes it
         object.__setattr__(bundle, "_cleanup", weakref.finalize(bundle, shutil.rmtree, unpacked, True))

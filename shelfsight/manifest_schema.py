@@ -2,7 +2,8 @@
 
 `check_manifest` validates with ``jsonschema`` (imported on first use) and reports the first
 violation, ordered by its place in the document, as ``$.files['model.tflite']: 'sha256' is a
-required property``; then refuses NaN and Infinity anywhere (not JSON, though Python reads them). Sections the device does not read (metrics, provenance, ...) may hold
+required property``; then refuses NaN and Infinity anywhere (not JSON, though Python reads
+and writes them). Sections the device does not read (metrics, provenance, ...) may hold
 anything; keys it does not know are allowed, so a newer writer's additions do not break it.
 """
 from __future__ import annotations

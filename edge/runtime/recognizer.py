@@ -29,7 +29,7 @@ import numpy as np
 
 from shelfsight.bundle import Bundle, load_bundle
 from shelfsight.embeddings import l2_normalize
-from shelfsight.errors import BundleError, ConfigError
+from shelfsight.errors import BundleError, ConfigError, ShelfsightError
 from shelfsight.preprocess import prepare
 
 from .interpreter import TFLiteModel
@@ -77,8 +77,10 @@ class Recognizer:
         bundle = load_bundle(options.bundle)
         try:
             recognizer._open(bundle, options)
-        except BaseException:
+        except BaseException as e:
             bundle.close()
+            if bundle.unpacked and isinstance(e, ShelfsightError):  # name the archive, not a folder that is gone
+                raise type(e)(str(e).replace(str(bundle.root), str(options.bundle))) from None
             raise
         recognizer._owned_bundle = bundle  # loaded here: close() removes an archive's unpacked copy
         return recognizer
