@@ -4,7 +4,8 @@ Protocol (served by ``shelfsight sync-server``)::
 
     POST {endpoint}/v1/events   {"events": [{"id": ..., ...}, ...]}
       200 -> {"held": [ids of this batch the server now holds],
-              "rejected": {id: reason}}          (malformed events; never retried)
+              "rejected": {id: reason}}          (malformed events, or an id the server holds
+                                                 with other content; never retried)
 
 Only ids in ``held`` leave the outbox, so a batch that times out, a dropped connection
 or a 500 after the server stored it is simply sent again; the server keys events by id,
@@ -132,7 +133,8 @@ class Uploader:
             dead = self.outbox.reject(rejected) if rejected else 0
             log.info("batch done: %d of %d acknowledged", acked, len(batch))
             if dead:
-                log.warning("server rejected %d events as malformed (kept as dead letters)", dead)
+                first = next(iter(rejected.items()))  # malformed, or an id reused with other content
+                log.warning("server rejected %d events (kept as dead letters), e.g. %s: %s", dead, *first)
         finally:
             self.outbox.release(batch)
         with self._lock:

@@ -28,6 +28,7 @@ or after the batch is stored, so the device sees both "lost request" and "lost a
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import ssl
 import threading
@@ -36,10 +37,13 @@ from pathlib import Path
 import click
 from aiohttp import web
 
+from shelfsight.edge.sync.http import is_loopback
 from shelfsight.errors import ConfigError
 
 from .app import STATE, ServerState, make_app
 from .config import Faults, ServerConfig, read_token_file
+
+log = logging.getLogger(__name__)
 
 
 def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -171,8 +175,20 @@ def sync_server(port, host, data_dir, database, workers, pool_size, token_file, 
                           database=database, workers=workers, pool_size=pool_size, host=host, port=port, bundle=bundle,
                           bundle_store=bundle_store, signing_key=signing_key, tls_cert=tls_cert, tls_key=tls_key,
                           admin=admin, seed=seed, faults=faults)
+    warning = plain_http_warning(config)
+    if warning:
+        log.warning(warning)
     if workers > 1:
         from .workers import serve_workers
         serve_workers(config)
     else:
         serve(config)
+
+
+def plain_http_warning(config: ServerConfig) -> str | None:
+    """The one line to warn with when plain http listens beyond loopback, where bearer tokens
+    travel in clear (None when it is https, or loopback only)."""
+    if config.tls_cert is not None or is_loopback(config.host):
+        return None
+    return (f"plain http on {config.host}: device and admin tokens travel in clear; "
+            "give --tls-cert and --tls-key, or put a TLS proxy in front and listen on 127.0.0.1")

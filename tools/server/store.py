@@ -11,7 +11,9 @@ MAX_BATCH_EVENTS = 10_000
 
 
 def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """(valid (id, json) pairs, rejected id -> reason) of a POST /v1/events body.
+    """(valid (id, json) pairs, rejected id -> reason) of a POST /v1/events body; an id
+    that comes twice with different content is rejected (which one the device meant is
+    not the server's guess), twice with the same content is one event.
 
     Raises:
         web.HTTPBadRequest: not JSON, no "events" list, too many events, or an event
@@ -30,7 +32,8 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
         raise bad_request('expected {"events": [...]}')
     if len(events) > MAX_BATCH_EVENTS:
         raise bad_request(f"{len(events)} events in one batch, limit {MAX_BATCH_EVENTS}")
-    valid, rejected = [], {}
+    bodies: dict[str, str] = {}
+    rejected: dict[str, str] = {}
     for n, event in enumerate(events):
         event_id = event.get("id") if isinstance(event, dict) else None
         if not isinstance(event_id, str):
@@ -38,7 +41,13 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
         if not 0 < len(event_id) <= MAX_ID_CHARS:
             rejected[event_id] = f"id must be 1..{MAX_ID_CHARS} characters"
             continue
-        valid.append((event_id, json.dumps(event, separators=(",", ":"), ensure_ascii=False)))
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if bodies.get(event_id, body) != body or event_id in rejected:
+            # the same id twice in one batch with different content: neither is stored
+            rejected[event_id] = "id sent twice in this batch with different content"
+            continue
+        bodies[event_id] = body  # the same event twice in one batch is stored once
+    valid = [(i, body) for i, body in bodies.items() if i not in rejected]
     return valid, rejected
 
 
