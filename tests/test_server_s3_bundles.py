@@ -4,8 +4,14 @@ signed bundle there, the sync server serves it, and a device's updater fetches a
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from shelfsight.bundle import load_bundle, pack_archive
 from shelfsight.edge.sync.bundle_store import BundleStore
@@ -22,6 +28,7 @@ from shelfsight.tools.server.storage import open_storage
 from sync_fakes import make_bundle
 
 from cli_run import run_cli
+from fleet_support import fresh_database, postgres  # noqa: F401  (fixture)
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -181,3 +188,59 @@ def test_s3_mistakes_are_one_line(tmp_path, s3, capsys, monkeypatch):
     code, out, err = run_cli(["fleet", "--data-dir", tmp_path / "d", "--bundle-store", STORE,
                               "bundle", "add", bundle], capsys)
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "Could not connect to the endpoint URL" in err
+
+
+def test_a_bundle_stored_again_while_a_worker_trusts_its_old_record_is_fetched_anew(tmp_path, s3):
+    worker_a = S3BundleStore(STORE, tmp_path / "cache", refresh_s=60)
+    worker_b = S3BundleStore(STORE, tmp_path / "cache", refresh_s=60)
+    worker_a.put(make_bundle(tmp_path / "one", ["x"], b"first", bundle_id="b1"))
+    old = worker_a.path("b1")
+    worker_b.put(make_bundle(tmp_path / "two", ["x"], b"second", bundle_id="b1"))  # the old generation is deleted
+    new = worker_b.path("b1")  # and worker b's fetch removes the old local copy
+    assert not old.exists()
+    assert worker_a.path("b1") == new and (new / "model.tflite").read_bytes() == b"second"
+
+
+def test_two_workers_serve_one_s3_bundle_to_many_devices_at_once(tmp_path, s3, postgres, capsys):  # noqa: F811
+    url = fresh_database(postgres)
+    store = open_storage(url, 1)
+    tokens = [store.add_device(f"cam-{i}") for i in range(8)]
+    store.close()
+    archive = pack_archive(make_bundle(tmp_path / "v1", ["a"], b"weights" * 20000, bundle_id="v1"),
+                           tmp_path / "v1.tar.gz")
+    for args in (["bundle", "add", archive], ["rollout", "start", "v1", "--percent", "100"], ["rollout", "promote"]):
+        code, out, err = run_cli(["fleet", "--database", url, "--bundle-store", STORE, *args], capsys)
+        assert code == 0, err
+    port, data = free_port(), tmp_path / "server"
+    proc = subprocess.Popen([sys.executable, "-m", "shelfsight", "sync-server", "--workers", "2", "--database", url,
+                             "--data-dir", str(data), "--port", str(port), "--bundle-store", STORE],
+                            stderr=subprocess.PIPE, text=True)  # the S3 environment is inherited
+    base = f"http://127.0.0.1:{port}"
+
+    def fetch(token: str) -> tuple[str, bytes]:
+        auth = {"Authorization": f"Bearer {token}", "Connection": "close"}
+        manifest = requests.get(base + "/v1/manifest", headers=auth, timeout=30)
+        assert manifest.status_code == 200, manifest.text
+        name = manifest.headers["X-Shelfsight-Archive"]
+        body = requests.get(f"{base}/v1/bundles/{name}", headers=auth, timeout=30)
+        assert body.status_code == 200, body.text
+        return body.headers["X-Shelfsight-Worker"], body.content
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(fetch, tokens * 3))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert {content for _, content in answers} == {archive.read_bytes()}
+    assert len({worker for worker, _ in answers}) == 2
+    (generation,) = (data / "bundle-cache" / "v1").iterdir()  # fetched into one copy, no staging left behind
+    assert not generation.name.startswith(".")

@@ -142,7 +142,13 @@ class S3BundleStore:
         record = self._record(bundle_id)
         local = self.cache_dir / bundle_id / record["generation"]
         if not local.is_dir():
-            self._fetch(bundle_id, record, local)
+            try:
+                self._fetch(bundle_id, record, local)
+            except GenerationGone:  # stored again since the record was read: read it again
+                record = self._record(bundle_id, fresh=True)
+                local = self.cache_dir / bundle_id / record["generation"]
+                if not local.is_dir():
+                    self._fetch(bundle_id, record, local)
         return local / ("bundle" if record["kind"] == "directory" else f"{bundle_id}.tar.gz")
 
     def ids(self) -> list[str]:
@@ -163,9 +169,9 @@ class S3BundleStore:
         return f"{self.where}/{bundle_id}/"
 
     # -- the parts --------------------------------------------------------------------------
-    def _record(self, bundle_id: str) -> dict:
+    def _record(self, bundle_id: str, fresh: bool = False) -> dict:
         with self._lock:
-            cached = self._records.get(bundle_id)
+            cached = None if fresh else self._records.get(bundle_id)
         if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
             return cached[1]
         key = self.where.key(bundle_id, RECORD)
@@ -196,7 +202,8 @@ class S3BundleStore:
         staging = local.parent / f".{local.name}.{os.getpid()}.{secrets.token_hex(4)}"
         staging.mkdir(parents=True)
         try:
-            with self._errors(f"fetching {bundle_id}"):
+            with self._errors(f"fetching {bundle_id}", missing=f"generation {record['generation']} of {bundle_id} "
+                                                                  f"is gone from {self.where}", gone=GenerationGone):
                 for name, facts in record["files"].items():
                     target = staging / name
                     if ".." in Path(name).parts or Path(name).is_absolute():
@@ -241,8 +248,8 @@ class S3BundleStore:
         for start in range(0, len(stale), 1000):
             self.client.delete_objects(Bucket=self.where.bucket, Delete={"Objects": stale[start:start + 1000]})
 
-    def _errors(self, doing: str, missing: str | None = None):
-        return _S3Errors(f"{self.where}: {doing}", missing)
+    def _errors(self, doing: str, missing: str | None = None, gone: type[BundleError] = BundleError):
+        return _S3Errors(f"{self.where}: {doing}", missing, gone)
 
 
 def _status(error: BaseException) -> int | None:
@@ -252,11 +259,15 @@ def _status(error: BaseException) -> int | None:
     return None
 
 
-class _S3Errors:
-    """Turns what boto3 raises into one BundleError line (a 404 into ``missing`` when given)."""
+class GenerationGone(BundleError):
+    """A generation's object is no longer there: the bundle was stored again meanwhile."""
 
-    def __init__(self, context: str, missing: str | None) -> None:
-        self.context, self.missing = context, missing
+
+class _S3Errors:
+    """Turns what boto3 raises into one BundleError line (a 404 into ``gone(missing)`` when given)."""
+
+    def __init__(self, context: str, missing: str | None, gone: type[BundleError] = BundleError) -> None:
+        self.context, self.missing, self.gone = context, missing, gone
 
     def __enter__(self) -> None:
         return None
@@ -267,7 +278,7 @@ class _S3Errors:
         from botocore.exceptions import BotoCoreError, ClientError
         if isinstance(error, ClientError):
             if self.missing is not None and _status(error) == 404:
-                raise BundleError(self.missing) from None
+                raise self.gone(self.missing) from None
             info = error.response.get("Error", {})
             raise BundleError(f"{self.context}: {info.get('Code', 'error')}: {info.get('Message', '')}".rstrip(": ")) \
                 from None
