@@ -5,7 +5,8 @@ Endpoints (all but /healthz need ``Authorization: Bearer <token>``; who may call
 
     GET  /healthz                 {"ok": true}
     POST /v1/events               {"events": [{"id": ...}, ...]} -> {"held": [...], "rejected": {...}}
-                                  keyed by (device, event id), so resends are harmless
+                                  keyed by (device, event id), so resends are harmless; an id
+                                  reused with other content is rejected, with the reason
     POST /v1/health               a device's heartbeat: bundle_id, fps, unknown_rate, errors, outbox_backlog
     GET  /v1/manifest             manifest.json bytes of the bundle offered to this device (ETag)
     GET  /v1/manifest.sig         its Ed25519 signature (file beside the bundle, or --signing-key)
@@ -141,7 +142,8 @@ def serve(config: ServerConfig, reuse_port: bool = False, announce: bool = True)
 
 @click.command("sync-server")
 @click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0 picks a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (beyond loopback, plain http is warned about: use --tls-cert/--tls-key).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for the SQLite database and the bundle store.")
 @click.option("--database", envvar="SHELFSIGHT_FLEET_DB",
