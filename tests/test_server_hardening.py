@@ -118,8 +118,9 @@ def test_plain_http_beyond_loopback_is_warned_about_in_one_line(tmp_path):
     assert plain_http_warning(ServerConfig(data_dir=tmp_path, host="10.1.2.3")).startswith("plain http on 10.1.2.3:")
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shelfsight", "sync-server", "--host", "0.0.0.0", "--port", str(port),
-                             "--data-dir", str(tmp_path / "data"), "--token-file", str(token_file(tmp_path))],
+    proc = subprocess.Popen([sys.executable, "-m", "shelfsight", "sync-server", "--host", "0.0.0.0",
+                             "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                             "--token-file", str(token_file(tmp_path))],
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
