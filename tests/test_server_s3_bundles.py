@@ -227,12 +227,13 @@ def test_two_workers_serve_one_s3_bundle_to_many_devices_at_once(tmp_path, s3, p
         return body.headers["X-Shelfsight-Worker"], body.content
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        deadline, up = time.monotonic() + 60, set()
+        while len(up) < 2:  # both workers accepting (the second may start later)
             assert time.monotonic() < deadline and proc.poll() is None
             try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
+                up.add(requests.get(base + "/healthz", headers={"Connection": "close"}, timeout=1)
+                       .headers.get("X-Shelfsight-Worker"))
+                up.discard(None)
             except requests.ConnectionError:
                 time.sleep(0.2)
         with ThreadPoolExecutor(8) as pool:
