@@ -183,6 +183,11 @@ def test_s3_mistakes_are_one_line(tmp_path, s3, capsys, monkeypatch):
                               "bundle", "add", bundle], capsys)
     assert (code, out) == (2, "")
     assert err.strip().splitlines() == [err.strip()] and "s3://no-such-bucket/p: storing b1: NoSuchBucket" in err
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "not a url")
+    code, out, err = run_cli(["fleet", "--data-dir", tmp_path / "d", "--bundle-store", STORE,
+                              "bundle", "add", bundle], capsys)
+    assert (code, err) == (2, "error: cannot set up the S3 client from the environment: "
+                              "Invalid endpoint: not a url\n")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     code, out, err = run_cli(["fleet", "--data-dir", tmp_path / "d", "--bundle-store", STORE,

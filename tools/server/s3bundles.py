@@ -67,9 +67,13 @@ class S3Location:
 def _client():
     try:
         import boto3
+        from botocore.exceptions import BotoCoreError
     except ImportError:
         raise ConfigError("an s3:// bundle store needs boto3: pip install 'shelfsight[s3]'") from None
-    return boto3.client("s3")
+    try:
+        return boto3.client("s3")
+    except (BotoCoreError, ValueError) as e:  # a bad AWS_ENDPOINT_URL_S3, an unknown profile ...
+        raise ConfigError(f"cannot set up the S3 client from the environment: {e}") from None
 
 
 def _sha256(path: Path) -> str:
