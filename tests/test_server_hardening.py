@@ -135,3 +135,16 @@ def test_plain_http_beyond_loopback_is_warned_about_in_one_line(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert err.splitlines() == [f"WARNING shelfsight.tools.server.server: {expected}",
                                 f"sync-server listening on http://0.0.0.0:{port} (data in {tmp_path / 'data'})"]
+
+
+def test_a_lone_surrogate_is_rejected_not_a_500(fleet):
+    url, store, tokens = fleet
+    headers = dict(bearer(tokens["cam-a"]), **{"Content-Type": "application/json"})
+    body = '{"events": [{"id": "e1", "label": "\\ud800"}, {"id": "e2"}, {"id": "\\udfff"}]}'  # ASCII escapes
+    r = requests.post(url + "/v1/events", data=body.encode(), headers=headers, timeout=5)
+    lone = "text that is not valid Unicode (a lone surrogate, \\ud800-\\udfff)"
+    assert (r.status_code, r.json()) == (200, {"held": ["e2"], "rejected": {"e1": lone, "\udfff": lone}})
+    health = requests.post(url + "/v1/health", data=b'{"bundle_id": "v\\ud800"}', headers=headers, timeout=5)
+    assert (health.status_code, health.json()) == \
+        (400, {"error": "health report: health field 'bundle_id' is not valid Unicode, got 'v\\ud800'"})
+    assert [row[1] for row in store.events("cam-a")] == ["e2"]

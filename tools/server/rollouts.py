@@ -79,6 +79,10 @@ def parse_health(payload: dict) -> HealthReport:
     bundle_id = payload.get("bundle_id")
     if bundle_id is not None and not isinstance(bundle_id, str):
         raise ValueError(f"health field 'bundle_id' must be a string, got {bundle_id!r}")
+    try:
+        bundle_id is None or bundle_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: valid as a JSON escape, storable in no database
+        raise ValueError(f"health field 'bundle_id' is not valid Unicode, got {bundle_id!r}") from None
     return HealthReport(bundle_id=bundle_id, fps=number("fps", float), unknown_rate=number("unknown_rate", float),
                         errors=number("errors", int), outbox_backlog=number("outbox_backlog", int))
 

@@ -42,6 +42,9 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
             rejected[event_id] = f"id must be 1..{MAX_ID_CHARS} characters"
             continue
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if not _is_unicode(body):
+            rejected[event_id] = "text that is not valid Unicode (a lone surrogate, \\ud800-\\udfff)"
+            continue
         if bodies.get(event_id, body) != body or event_id in rejected:
             # the same id twice in one batch with different content: neither is stored
             rejected[event_id] = "id sent twice in this batch with different content"
@@ -49,6 +52,15 @@ def parse_batch(body: bytes) -> tuple[list[tuple[str, str]], dict[str, str]]:
         bodies[event_id] = body  # the same event twice in one batch is stored once
     valid = [(i, body) for i, body in bodies.items() if i not in rejected]
     return valid, rejected
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text holding a lone surrogate (valid in JSON escapes, storable in no database)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_constant(name: str):
