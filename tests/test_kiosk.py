@@ -390,6 +390,45 @@ def test_reloads_two_browsers_a_dropped_stream_an_unknown_item_and_a_flood_of_ta
     second.close()
 
 
+def test_a_hidden_page_streams_nothing_and_picks_up_again_when_shown(kiosk, product, browser):
+    item, _, _ = product
+    station, url, _ = kiosk()
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector(f'.candidate[data-item="{item}"]', timeout=3000)
+
+    def screens():
+        return _http(f"{url}/api/staff/state", headers={"Authorization": f"Bearer {TOKEN}"})[1]["screens"]
+
+    def until(expected):
+        deadline = time.monotonic() + 5
+        while screens() != expected:
+            assert time.monotonic() < deadline, screens()
+            time.sleep(0.05)
+
+    def show(hidden):
+        page.evaluate("""(hidden) => {
+            Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+            Object.defineProperty(document, "visibilityState", { value: hidden ? "hidden" : "visible",
+                                                                 configurable: true });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""", hidden)
+
+    until({"streams": 1, "listeners": 1})
+    show(True)  # a screen saver, another app in front
+    until({"streams": 0, "listeners": 0})
+    encoded = station.view.encoded
+    time.sleep(1.5)  # longer than the page's reconnect delay
+    assert station.view.encoded == encoded and screens() == {"streams": 0, "listeners": 0}
+    show(False)
+    until({"streams": 1, "listeners": 1})
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=3000)
+    frame = page.evaluate("window.__kiosk.state.frame")
+    page.wait_for_function(f"window.__kiosk.state.frame > {frame}", timeout=3000)  # answers flow again
+    assert station.view.encoded > encoded
+    page.close()
+
+
 def test_the_kiosk_command_serves_the_page_and_stops_on_sigterm(indexed, product, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

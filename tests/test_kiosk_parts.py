@@ -354,3 +354,17 @@ def test_the_kiosk_command_refuses_sync_photos_without_an_outbox_in_one_line(tmp
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "--sync-photos sends the kept photos through the sync outbox: give --outbox DB" in err
     assert not (tmp_path / "fb").exists()
+
+
+def test_the_live_view_is_scaled_down_bilinear_to_half_size_by_area_below_and_never_up():
+    import cv2
+
+    from shelfsight.edge.kiosk.live import view_image
+
+    rng = np.random.default_rng(0)
+    vga = rng.integers(0, 256, (480, 640, 3), np.uint8)
+    assert np.array_equal(view_image(vga, 480), cv2.resize(vga, (480, 360), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(view_image(vga, 320), cv2.resize(vga, (320, 240), interpolation=cv2.INTER_LINEAR))
+    full_hd = rng.integers(0, 256, (1080, 1920, 3), np.uint8)
+    assert np.array_equal(view_image(full_hd, 480), cv2.resize(full_hd, (480, 270), interpolation=cv2.INTER_AREA))
+    assert view_image(vga, 640) is vga and view_image(vga, 1024) is vga

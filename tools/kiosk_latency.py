@@ -1,7 +1,7 @@
 """Measure the kiosk screen: frame capture -> top-3 on screen latency, and what the UI costs in CPU.
 
     python -m shelfsight.tools.kiosk_latency BUNDLE --source VIDEO_OR_IMAGE [--seconds 10] [--view-fps 15]
-        [--chromium /usr/bin/chromium] [--out report.json]
+        [--view-width 480] [--chromium /usr/bin/chromium] [--out report.json]
 
 Runs the kiosk in this process on a loopback port with a headless Chromium (Playwright) showing
 the page. Latency: each state the page renders carries its frame's capture time; the page notes
@@ -41,7 +41,8 @@ def _browser_processes() -> list[psutil.Process]:
     return [p for p in me.children(recursive=True) if "chrom" in p.name().lower()]
 
 
-def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium: str, warmup_s: float = 3.0) -> dict:
+def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium: str, warmup_s: float = 3.0,
+            view_width: int = 480) -> dict:
     from playwright.sync_api import sync_playwright
 
     from shelfsight.edge.kiosk import BackgroundServer, KioskOptions, KioskStation
@@ -54,7 +55,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
         source = make_video([source], work / "still.avi", fps=15, hold=60, gap=0)
     station = KioskStation(RecognizerOptions(bundle, top_k=5, search_k=5), str(source),
                            KioskOptions(store=work / "feedback", staff_token="latency-tool", view_fps=view_fps,
-                                        source_fps=15.0), loop=True, sinks=())
+                                        view_width=view_width, source_fps=15.0), loop=True, sinks=())
     me = psutil.Process()
     station.start()
     server = BackgroundServer(station).start()
@@ -88,6 +89,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
         station.stop()
     return {
         "bundle": str(bundle), "source": str(source), "seconds": seconds, "view_fps": view_fps,
+        "view_width": view_width,
         "frames_rendered": int(len(latency)),
         "latency_ms": {"p50": round(float(np.percentile(latency, 50)), 1),
                        "p95": round(float(np.percentile(latency, 95)), 1),
@@ -110,11 +112,13 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
 @click.option("--seconds", type=click.FloatRange(2, 600), default=10.0, show_default=True,
               help="Length of each measuring window.")
 @click.option("--view-fps", type=click.IntRange(1, 30), default=15, show_default=True)
+@click.option("--view-width", type=click.IntRange(64, 4096), default=480, show_default=True,
+              help="Width of the live view in pixels.")
 @click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="The browser to drive.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here (JSON).")
-def main(bundle, source, seconds, view_fps, chromium, out):
+def main(bundle, source, seconds, view_fps, view_width, chromium, out):
     """Frame -> top-3 on screen latency (p50/p95) and the UI's CPU cost at a VIEW_FPS live view."""
-    report = measure(bundle, source, seconds, view_fps, chromium)
+    report = measure(bundle, source, seconds, view_fps, chromium, view_width=view_width)
     text = json.dumps(report, indent=2)
     if out:
         out.write_text(text + "\n")

@@ -39,13 +39,15 @@ log = logging.getLogger(__name__)
               help="Rate a file or folder source is played at (a camera keeps its own).")
 @click.option("--view-fps", type=click.IntRange(1, 30), default=15, show_default=True,
               help="Most live-view frames a second per screen.")
+@click.option("--view-width", type=click.IntRange(64, 4096), default=480, show_default=True,
+              help="Width of the live view in pixels (scaled down, never up); 320 costs the screen's browser less.")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of catalog images (by the catalog's file names, or ITEM_ID.jpg).")
 @click.option("--no-quality-gate", is_flag=True, help="Recognise every frame, however dark or blurred.")
 @runtime_options
 @sync_options
 def kiosk(bundle, source, port, host, staff_token, store_dir, teach_after, review, sync_photos, sinks, loop, source_fps,
-          view_fps, images, no_quality_gate, runtime, threads, delegate, **sync):
+          view_fps, view_width, images, no_quality_gate, runtime, threads, delegate, **sync):
     """Serve the self-checkout screen: live view, the top-3 to tap, "none of these" with a catalog
     search, and taps that teach the device. Open http://HOST:PORT/ on the kiosk's browser;
     the staff page is /staff."""
@@ -63,8 +65,8 @@ def kiosk(bundle, source, port, host, staff_token, store_dir, teach_after, revie
         staff_token = secrets.token_urlsafe(12)
         click.echo(f"staff page: http://{host}:{port}/staff?token={staff_token}", err=True)
     options = KioskOptions(store=store_dir, staff_token=staff_token, host=host, port=port, teach_after=teach_after,
-                           review=review, view_fps=view_fps, source_fps=source_fps, images=images,
-                           sync_photos=sync_photos)
+                           review=review, view_fps=view_fps, view_width=view_width, source_fps=source_fps,
+                           images=images, sync_photos=sync_photos)
     station = KioskStation(
         RecognizerOptions(bundle, runtime=runtime, threads=threads, delegates=tuple(delegate), top_k=5, search_k=5),
         source, options, loop=loop, sinks=sinks,

@@ -204,10 +204,7 @@ class LiveView:
         """The live-view JPEG of frame number ``seq`` (of `frames`), encoded once for every screen."""
         with self._encode_lock:
             if self._jpeg[0] != seq:
-                image = frame.image
-                if image.shape[1] > self.view_width:
-                    height = round(image.shape[0] * self.view_width / image.shape[1])
-                    image = cv2.resize(image, (self.view_width, height), interpolation=cv2.INTER_AREA)
+                image = view_image(frame.image, self.view_width)
                 ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
                 if not ok:
                     raise ValueError(f"OpenCV could not encode a {image.shape} frame as JPEG")
@@ -218,6 +215,20 @@ class LiveView:
     def close(self) -> None:
         self.frames.close()
         self.results.close()
+
+
+def view_image(image: np.ndarray, width: int) -> np.ndarray:
+    """``image`` scaled down to ``width`` pixels wide (never up) for the live view.
+
+    Bilinear down to half size, area averaging below (no aliasing): OpenCV's area resize at a
+    fractional scale such as 640 -> 480 costs ~5x the bilinear one (1.5 vs 0.3 ms a frame here),
+    which at 15 frames a second is 2 % of a core for a picture the screen shows at its own scale.
+    """
+    if image.shape[1] <= width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    scale = width / image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA)
 
 
 class ViewSource:

@@ -12,16 +12,34 @@
 
   fetch("/api/config").then((r) => r.json()).then((c) => Object.assign(config, c)).catch(() => {});
 
-  // ---- live view: reconnect when the stream ends or fails ----
+  // ---- live view: reconnect when the stream ends or fails, unless the page is hidden ----
   const live = $("live");
-  live.addEventListener("error", () => setTimeout(() => { live.src = "/stream.mjpg?t=" + Date.now(); }, 1000));
+  const stream = () => { live.src = "/stream.mjpg?t=" + Date.now(); };
+  live.addEventListener("error", () => setTimeout(() => { if (!document.hidden) stream(); }, 1000));
 
   // ---- answers ----
+  let events = null;
   function connect() {
-    const events = new EventSource("/api/events");
+    events = new EventSource("/api/events");
     events.onmessage = (m) => render(JSON.parse(m.data));
-    events.onerror = () => { $("status").textContent = "Reconnecting…"; };
+    events.onerror = () => { setText($("status"), "Reconnecting…"); };
   }
+
+  // ---- a hidden page (screen saver, another app in front) streams nothing ----
+  // Changing an <img>'s src does not end its MJPEG download in Chromium; window.stop() does.
+  document.addEventListener("visibilitychange", () => {
+    kiosk.paused = document.hidden;
+    if (document.hidden) {
+      if (events) events.close();
+      events = null;
+      window.stop();
+    } else {
+      connect();
+      stream();
+    }
+  });
+
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
 
   function initials(name) {
     return name.split(/[\s-]+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
@@ -67,14 +85,15 @@
         : state.state === "unknown" ? "Not sure — is it one of these?"
         : state.state === "starting" ? "Starting…" : "Place your product on the tray";
       $("none").hidden = !(state.state === "known" || state.state === "unknown");
-    } else {
+    } else {  // the same products: only bars that moved are touched (no style or paint work otherwise)
       state.candidates.forEach((c, i) => {
         const bar = box.children[i] && box.children[i].querySelector(".bar i");
-        if (bar) bar.style.width = Math.round(c.confidence * 100) + "%";
+        const width = Math.round(c.confidence * 100) + "%";
+        if (bar && bar.style.width !== width) bar.style.width = width;
       });
     }
     shown = { state: state.state, ids: ids, frame: state.frame };
-    $("status").textContent = state.state === "empty" ? "Waiting for a product" : "Recognising";
+    setText($("status"), state.state === "empty" ? "Waiting for a product" : "Recognising");
     if (state.captured) {
       kiosk.rendered.push({ frame: state.frame, captured: state.captured, shown: Date.now() / 1000,
                             top: state.candidates.length ? state.candidates[0].item_id : null });
