@@ -17,6 +17,7 @@ from fleet_support import database_url, postgres  # noqa: F401  (fixtures)
 from shelfsight.edge.sync.http import HttpOptions
 from shelfsight.edge.sync.outbox import Outbox, OutboxOptions
 from shelfsight.edge.sync.uploader import UploadOptions, Uploader
+from shelfsight.errors import ConfigError
 from shelfsight.tools.server import ServerConfig, SyncServer
 from shelfsight.tools.server.faults import free_port
 from shelfsight.tools.server.server import plain_http_warning
@@ -148,3 +149,19 @@ def test_a_lone_surrogate_is_rejected_not_a_500(fleet):
     assert (health.status_code, health.json()) == \
         (400, {"error": "health report: health field 'bundle_id' is not valid Unicode, got 'v\\ud800'"})
     assert [row[1] for row in store.events("cam-a")] == ["e2"]
+
+
+def test_a_shared_token_device_name_is_checked_like_a_registered_one(fleet, tmp_path):
+    url, store, tokens = fleet
+    rule = "expected 1..128 letters, digits, '.', '_' or '-' starting with a letter or digit (e.g. STORE-12-CAM-3)"
+    for name, shown in ((b"\xff\xfe", "'\\udcff\\udcfe'"), ("café".encode(), "'café'"), (b"a b", "'a b'"),
+                        (b"x" * 200, repr("x" * 140) + "...")):
+        for path, payload in (("/v1/events", {"events": [{"id": "e"}]}), ("/v1/health", {"fps": 1})):
+            headers = dict(bearer(TOKEN), **{"X-Shelfsight-Device": name})
+            r = requests.post(url + path, json=payload, headers=headers, timeout=5)
+            assert (r.status_code, r.text) == (400, f"X-Shelfsight-Device: device name {shown}: {rule}")
+    assert store.events() == [] and store.devices()[0].id == "cam-a"
+    # the device refuses such a name itself, before it sends anything
+    with pytest.raises(ConfigError, match=r"device id 'café': expected 1\.\.128 letters"):
+        HttpOptions(device_id="café")
+    assert HttpOptions(device_id="STORE-12-CAM-3.b_1").device_id == "STORE-12-CAM-3.b_1"

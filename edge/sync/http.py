@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "SHELFSIGHT_SYNC_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the server's rule for a device's name
 
 
 class SyncError(ShelfsightError):
@@ -67,6 +69,9 @@ class HttpOptions:
                               f"read {self.read_timeout_s}")
         if not self.token_env:
             raise ConfigError("token_env must name an environment variable")
+        if self.device_id and not DEVICE_ID.fullmatch(self.device_id):
+            raise ConfigError(f"device id {self.device_id!r}: expected 1..128 letters, digits, '.', '_' or '-' "
+                              "starting with a letter or digit (e.g. STORE-12-CAM-3)")
 
     @property
     def timeout(self) -> tuple[float, float]:

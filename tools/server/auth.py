@@ -6,7 +6,8 @@ admin, or the reference setup's shared token), and each route admits some of the
     admin           /v1/admin/*, /v1/stats, /metrics (the shared token too, in the reference setup)
 
 A device token only ever acts as its own device: a request naming another device in
-X-Shelfsight-Device is refused (403).
+X-Shelfsight-Device is refused (403). With the shared token the header names the device,
+by the same rule as `shelfsight fleet device add` (a name outside it is a 400).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import hmac
 
 from aiohttp import web
 
-from .storage import Principal
+from .storage import FleetError, Principal
+from .storage.base import check_device_name
 from .tokens import bearer
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -52,6 +54,11 @@ def make_middleware(shared_token: str | None, storage):
             raise web.HTTPForbidden(text="this route is for devices; an admin token cannot act as one")
         elif not principal.shared and request.headers.get(DEVICE_HEADER, principal.device) != principal.device:
             raise web.HTTPForbidden(text=f"this token belongs to device {principal.device!r}")
+        if principal.shared and principal.device:
+            try:
+                check_device_name(principal.device)
+            except FleetError as e:
+                raise web.HTTPBadRequest(text=f"{DEVICE_HEADER}: {e}") from None
         request[PRINCIPAL] = principal
         return await handler(request)
     return auth_middleware

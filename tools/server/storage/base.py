@@ -9,10 +9,11 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import re
 import time
 
 from shelfsight.errors import ConfigError
+
+from shelfsight.edge.sync.http import DEVICE_ID
 
 from ..tokens import hash_token, new_token, same_hash
 from .records import DeviceRecord, HealthReport, Principal, Rollout, StoreResult
@@ -29,13 +30,14 @@ class FleetError(ConfigError):
     """A fleet command that cannot be done as asked (unknown device, a rollout already running ...)."""
 
 
-DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEVICE_NAME = DEVICE_ID  # the device side checks its --device-id by the same rule
 
 
 def check_device_name(name: str) -> str:
     """``name`` if it is a usable device id (letters, digits, . _ -, 1..128, e.g. STORE-12-CAM-3)."""
     if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
-        raise FleetError(f"device name {name!r}: expected 1..128 letters, digits, '.', '_' or '-' "
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 140 else repr(name[:140]) + "..."
+        raise FleetError(f"device name {shown}: expected 1..128 letters, digits, '.', '_' or '-' "
                          "starting with a letter or digit (e.g. STORE-12-CAM-3)")
     return name
 
