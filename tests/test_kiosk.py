@@ -390,6 +390,92 @@ def test_reloads_two_browsers_a_dropped_stream_an_unknown_item_and_a_flood_of_ta
     second.close()
 
 
+def test_each_live_view_frame_is_followed_at_once_by_the_next_parts_headers(kiosk):
+    # Chromium draws a multipart part only once the next one has begun: a frame sent bare would
+    # wait a whole frame period on screen
+    import cv2
+    import numpy as np
+
+    from shelfsight.edge.kiosk.app import PART
+
+    station, url, _ = kiosk()
+    with urllib.request.urlopen(f"{url}/stream.mjpg", timeout=10) as r:
+        assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+        data = r.read(100_000)  # several frames of ~13 kB
+    assert PART == b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n" and data.startswith(PART)
+    frames = data.split(PART)[1:-1]  # the whole ones
+    assert len(frames) >= 1
+    assert all(f.startswith(b"\xff\xd8") and f.endswith(b"\xff\xd9") for f in frames)
+    image = cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (360, 480, 3)  # the 640x480 video at the default 480 px view
+
+
+def test_chromium_draws_a_live_view_frame_when_it_arrives_not_a_frame_later(browser):
+    """The kiosk's MJPEG framing (`PART`) in the real browser: black and white frames 0.4 s apart,
+    each drawn within 0.15 s of being sent (a bare part waits for the next: 0.4 s)."""
+    import asyncio
+
+    import cv2
+    import numpy as np
+    from aiohttp import web
+
+    from shelfsight.edge.kiosk.app import PART
+
+    frames = [cv2.imencode(".jpg", np.full((24, 32, 3), v, np.uint8))[1].tobytes() for v in (0, 255)]
+    sent = []
+
+    async def stream(request):
+        response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame"})
+        await response.prepare(request)
+        await response.write(PART)
+        for n in range(8):
+            sent.append(time.time())
+            await response.write(frames[(n + 1) % 2] + PART)  # white first
+            await asyncio.sleep(0.4)
+        return response
+
+    page_html = """<img id="live"><canvas id="c" width="4" height="4"></canvas><script>
+      window.seen = []; let last = -1;
+      (function tick() {
+        const img = document.getElementById("live");
+        if (img.naturalWidth) {
+          const c = document.getElementById("c").getContext("2d");
+          c.drawImage(img, 0, 0, 4, 4);
+          const white = c.getImageData(2, 2, 1, 1).data[0] > 127 ? 1 : 0;
+          if (white !== last) { last = white; seen.push(Date.now() / 1000); }
+        }
+        requestAnimationFrame(tick);
+      })();
+    </script>"""
+    app = web.Application()
+    app.router.add_get("/", lambda r: web.Response(text=page_html, content_type="text/html"))
+    app.router.add_get("/stream.mjpg", stream)
+    runner = web.AppRunner(app)
+
+    async def start():
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+
+    loop = asyncio.new_event_loop()  # in a thread: Playwright's sync API holds this thread's loop
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    port = runner.addresses[0][1]
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.evaluate("document.getElementById('live').src = '/stream.mjpg'")
+        page.wait_for_function("window.seen.length >= 7", timeout=10_000)
+        seen = page.evaluate("window.seen")
+        page.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    delays = [shown - at for shown, at in zip(seen, sent)]
+    assert max(delays[1:]) < 0.15, delays  # the first includes the page's own start
+
+
 def test_a_hidden_page_streams_nothing_and_picks_up_again_when_shown(kiosk, product, browser):
     item, _, _ = product
     station, url, _ = kiosk()

@@ -44,6 +44,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATION = web.AppKey("station", KioskStation)
 PING_S = 10.0  # an idle stream writes a comment this often, so a gone screen is noticed
 THUMB_PX = 240
+# Each frame is followed at once by the next part's boundary and headers: Chromium draws a part
+# only once the next one has begun, so a frame sent bare would wait a whole frame period (67 ms
+# at 15 fps) on screen. No Content-Length: the boundary ends a part.
+PART = b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n"
 UNCHANGED_S = 0.25  # a state that looks as the last one sent goes out at most this often (fresh frame ids)
 
 
@@ -131,19 +135,21 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     screens.streams += 1
     seq = 0
     try:
+        jpeg = b""
         while True:
             try:
                 got = await asyncio.wait_for(view.frames.newer(seq), PING_S)
-            except asyncio.TimeoutError:
-                await response.write(b"\r\n")  # a gone screen fails here
+            except asyncio.TimeoutError:  # a gone screen fails here: before the first frame a line of the
+                await response.write(jpeg + PART if jpeg else b"\r\n")  # preamble, then the last frame again
                 continue
             if got is None:
                 break
             seq, frame = got
             due = time.monotonic() + period
+            if not jpeg:
+                await response.write(PART)
             jpeg = await loop.run_in_executor(None, view.jpeg, seq, frame)
-            await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                 % (len(jpeg), jpeg))
+            await response.write(jpeg + PART)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
     except (ConnectionError, asyncio.CancelledError):
         pass  # the screen went away; nothing else is affected
