@@ -181,3 +181,18 @@ def test_bundle_crops_find_the_bundles_catalog_with_search_on_or_off(tmp_path, s
 def test_bundle_crops_without_an_index_have_no_catalog(tmp_path):
     with Recognizer.create_from_bundle(make_tiny_bundle(tmp_path / "bundle")) as recognizer:
         assert BundleCrops(recognizer).catalog() is None
+
+
+def test_a_track_without_a_code_is_tried_less_often_after_barcode_tries():
+    items = mv.steady_scene(PRODUCTS, seed=0, count=1)
+    options = ObjectsOptions(barcode_every=3, barcode_tries=4)
+    stage = ObjectStage(options, HistogramCrops(PRODUCTS))
+    for i, (image, _) in enumerate(mv.frames(items, 640, 480, 0, empty=30)):
+        if i == 90:
+            break
+        stage.process(image, Frame(image, i, 1000.0 + i / 30, "generated"))
+    (track,) = stage.tracker.tracks
+    assert track.hits == 60 and track.barcode is None
+    assert stage.barcodes.attempts == 7  # hits 1, 4, 7, 10, then every 15: 25, 40, 55
+    with pytest.raises(ConfigError, match="barcode_tries must be a whole number >= 1, got 0"):
+        ObjectsOptions(barcode_tries=0)

@@ -49,3 +49,17 @@ def test_a_conveyor_is_counted_exactly_and_named_at_least_as_well_as_single_imag
     accuracy = sum(e["label"] == it.label for e, it in zip(left, items)) / len(items)
     val_top1 = json.loads((int8_bundle / "manifest.json").read_text())["metrics"]["val_top1"]
     assert accuracy >= val_top1, (accuracy, val_top1)
+
+
+def test_a_single_frame_after_a_batch_of_crops_is_run_at_batch_one(recognizer):
+    """Regression: run_batch left the interpreter's input at N rows, and the next single-image
+    run failed with 'Dimension mismatch. Got 1 but expected 3'."""
+    image = read_image(PRODUCTS[0][1])
+    alone = recognizer.recognize(image)
+    assert recognizer.model.batch_resizable
+    crops = BundleCrops(recognizer).recognize_crops([image, image, image])  # one batch of exactly 3 rows
+    assert recognizer.model.input.shape[0] == 3
+    again = recognizer.recognize(image)
+    assert recognizer.model.input.shape[0] == 1
+    assert [c.recognition.label for c in crops] == [alone.label] * 3 and again.label == alone.label
+    assert again.score == pytest.approx(alone.score, abs=1e-6)

@@ -94,10 +94,12 @@ def counter_scene(products: Sequence[tuple[str, Path]], width: int = 640, height
 
 
 def conveyor_scene(products: Sequence[tuple[str, Path]], items: int = 100, width: int = 320, height: int = 240,
-                   seed: int = 0, size: int = 64, gap: int = 48, speed: float = 8.0) -> list[Item]:
-    """``items`` products in a known (seeded) order, left to right, ``gap`` pixels apart."""
+                   seed: int = 0, size: int = 64, gap: int = 48, speed: float = 8.0,
+                   each_once: bool = False) -> list[Item]:
+    """``items`` products in a known (seeded) order, left to right, ``gap`` pixels apart
+    (``each_once``: every product once, in a seeded order; ``items`` is then ignored)."""
     rng = np.random.default_rng(seed)
-    order = rng.integers(len(products), size=items)
+    order = rng.permutation(len(products)) if each_once else rng.integers(len(products), size=items)
     spacing = (size + gap) / speed  # frames between two items
     return [Item(products[k][0], str(products[k][1]), start=int(round(i * spacing)), x0=float(-size),
                  y=(height - size) // 2, speed=speed, size=size) for i, k in enumerate(order)]

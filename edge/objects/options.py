@@ -26,7 +26,10 @@ class ObjectsOptions:
         max_batch: crops per inference at most (1: no batching).
         count_line: count tracks crossing it (None: no counting).
         barcodes: decode barcodes / QR codes on each track's crops until one is read.
-        barcode_every: try a track's crop every this many of its frames.
+        barcode_every: try a track's crop every this many of its frames ...
+        barcode_tries: ... for this many tries; then 5 times less often (a product without a
+            visible code would otherwise cost a QR search, ~7 ms at 120 px, every few frames
+            for as long as it stays; a code turned to the camera later is still read).
     """
 
     backend: str = "background"
@@ -38,6 +41,7 @@ class ObjectsOptions:
     count_line: CountLine | None = None
     barcodes: bool = True
     barcode_every: int = 3
+    barcode_tries: int = 10
 
     def __post_init__(self) -> None:
         parse_backend(self.backend)
@@ -49,7 +53,7 @@ class ObjectsOptions:
                 raise ConfigError(f"objects option {name} has the wrong type: {type(value).__name__}")
         if not 0.0 <= self.margin <= 1.0:
             raise ConfigError(f"objects margin must be 0..1, got {self.margin!r}")
-        for name in ("max_batch", "barcode_every"):
+        for name in ("max_batch", "barcode_every", "barcode_tries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"objects {name} must be a whole number >= 1, got {value!r}")

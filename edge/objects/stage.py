@@ -30,6 +30,8 @@ from .options import ObjectsOptions
 from .proposals import Proposer, make_proposer
 from .tracking import Track, Tracker
 
+BARCODE_BACKOFF = 5  # a track tried `barcode_tries` times without a code is tried this many times less often
+
 
 class ObjectStage:
     """Args:
@@ -110,8 +112,11 @@ class ObjectStage:
             direction = state.update(track.box.center)
             if direction is not None:
                 track.crossings.append({"direction": direction, "frame": track.last.frame, "time": track.last.time})
-        if self.barcodes is not None and track.barcode is None and (track.hits - 1) % self.options.barcode_every == 0:
+        if self.barcodes is not None and track.barcode is None and track.hits >= track.state.get("barcode_next", 1):
             track.barcode = self.barcodes.read(crop)
+            tries = track.state["barcode_tries"] = track.state.get("barcode_tries", 0) + 1
+            slower = BARCODE_BACKOFF if tries >= self.options.barcode_tries else 1
+            track.state["barcode_next"] = track.hits + self.options.barcode_every * slower
         if self.jpeg_quality is not None and track.best_sighting is track.last:
             track.state["best_crop"] = crop.copy()
 

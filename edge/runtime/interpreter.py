@@ -147,6 +147,8 @@ class TFLiteModel:
         """
         if pixels.ndim == 3:
             pixels = pixels[None]
+        if pixels.shape[0] == 1 and self.input.shape[0] != 1:
+            self._resize_batch(1)  # a single image after `run_batch` left the input at N rows
         if tuple(pixels.shape[1:3]) != self.input_size:
             raise ModelError(f"input size {pixels.shape[2]}x{pixels.shape[1]}, "
                              f"model expects {self.input_size[1]}x{self.input_size[0]}")
@@ -176,11 +178,13 @@ class TFLiteModel:
         `batch_resizable`). Outputs have N rows."""
         batch = int(pixels.shape[0])
         if batch != self.input.shape[0]:
-            shape = [batch, *self.input.shape[1:]]
-            self._interp.resize_tensor_input(self.input.index, shape)
-            self._interp.allocate_tensors()
-            self.input = self._info(self._interp.get_input_details()[0], self.input.name)
+            self._resize_batch(batch)
         return self.run(pixels)
+
+    def _resize_batch(self, batch: int) -> None:
+        self._interp.resize_tensor_input(self.input.index, [batch, *self.input.shape[1:]])
+        self._interp.allocate_tensors()
+        self.input = self._info(self._interp.get_input_details()[0], self.input.name)
 
     def close(self) -> None:
         self._interp = None

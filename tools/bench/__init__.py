@@ -8,6 +8,7 @@
     compare    peer backends (MediaPipe, onnxruntime, tf.lite) and their processes
     stats, device, quality, report    latency statistics, device fingerprint, accuracy, rendering
     results_table, onnx, runtime, search    README tables, tf2onnx, the device program, the index
+    objects    the per-object mode on generated videos with ground truth (issue 16)
 
 Names are loaded on first use, so that a worker process (``python -m
 shelfsight.tools.bench.worker``) imports only what it measures with.
