@@ -83,6 +83,7 @@ def build_index(bundle_path: str | Path, catalog_data: str | Path, include_train
         val = None
     with Recognizer(bundle, search_k=0) as rec:
         samples = catalog_samples(train, include_train)
+        catalog_of(samples)  # a barcode listed by two products is refused before any image is embedded
         vectors, _, kept, skipped = embed_samples(rec, samples, progress, "catalog images")
         if not kept:
             raise DatasetError(f"{catalog_data}: no readable catalog images ({skipped} skipped)")

@@ -21,6 +21,7 @@ from shelfsight.edge.runtime.recognizer import Recognizer
 from shelfsight.bundle import load_bundle
 from shelfsight.errors import ConfigError, IndexMismatchError
 from shelfsight.tools import make_objects_video as mv
+from cli_run import run_cli
 from tiny_bundle import make_tiny_bundle
 
 PRODUCTS = mv.catalog_products()
@@ -150,12 +151,13 @@ def test_without_a_catalog_a_decoded_code_is_unlisted():
     assert [(e["barcode"]["item"], e["barcode"]["agreement"]) for e in left] == [(None, "unlisted")] * 2
 
 
-def _indexed_tiny_bundle(root):
-    """The tiny bundle with an exact index of two items, one listing a barcode."""
+def _indexed_tiny_bundle(root, red_code="2000000000015", colours=("red", "blue")):
+    """The tiny bundle with an exact index of one item per colour, the red one listing a barcode."""
     make_tiny_bundle(root)
     bundle = load_bundle(root)
-    catalog = Catalog([CatalogItem("red-1", label="red", barcodes=("2000000000015",)), CatalogItem("blue-1", label="blue")])
-    index = CatalogIndex.build(np.eye(3, dtype=np.float32)[[0, 2]], ["red-1", "blue-1"], catalog, root,
+    catalog = Catalog(CatalogItem(f"{c}-1", label=c, barcodes=(red_code,) if c == "red" else ()) for c in colours)
+    rows = np.eye(3, dtype=np.float32)[[("red", "green", "blue").index(c) for c in colours]]
+    index = CatalogIndex.build(rows, [f"{c}-1" for c in colours], catalog, root,
                                bundle.model_sha256, IndexOptions(TuningOptions(backend="exact")))
     bundle.with_index(index.spec, index.files)
     index.close()
@@ -196,3 +198,51 @@ def test_a_track_without_a_code_is_tried_less_often_after_barcode_tries():
     assert stage.barcodes.attempts == 7  # hits 1, 4, 7, 10, then every 15: 25, 40, 55
     with pytest.raises(ConfigError, match="barcode_tries must be a whole number >= 1, got 0"):
         ObjectsOptions(barcode_tries=0)
+
+
+def test_run_objects_checks_each_code_against_the_bundles_catalog(tmp_path, capsys):
+    items = mv.barcode_scene(PRODUCTS, seed=0, count=2, switch_every=0)
+    video = mv.write_video(items, tmp_path / "codes.avi", 640, 480)
+    root = _indexed_tiny_bundle(tmp_path / "bundle", red_code=items[0].code, colours=("red", "green", "blue"))
+    events_file = tmp_path / "events.jsonl"
+    code, _, err = run_cli(["run", root, "--source", video, "--objects", "background", "--no-quality-gate",
+                            "--sink", f"jsonl:{events_file}"], capsys)
+    assert code == 0, err
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    left = sorted((e for e in events if e["kind"] == "object_left"), key=lambda e: e["track_id"])
+    assert [e["barcode"]["value"] for e in left] == [items[0].code, items[1].code]
+    first, second = (e["barcode"] for e in left)
+    assert first["item"] == {"item_id": "red-1", "label": "red", "sku": "", "name": ""}
+    assert first["agreement"] == ("agree" if left[0]["label"] == "red" else "mismatch")
+    assert (second["item"], second["agreement"]) == (None, "unlisted")
+
+
+def _manifest(tmp_path, lemon_code):
+    photos = sorted((mv.SAMPLE / "train").rglob("*.jpg"))
+    kiwi = [p for p in photos if p.parent.name == "Kiwi"][:2]
+    lemon = [p for p in photos if p.parent.name == "Lemon"][:2]
+    path = tmp_path / "products.csv"
+    path.write_text("path,label,sku,split,barcode\n"
+                    f"{kiwi[0]},red,KIWI,train,2000000000015\n{kiwi[1]},red,KIWI,train,\n"
+                    f"{lemon[0]},blue,LEMON,train,{lemon_code}\n{lemon[1]},blue,LEMON,train,\n")
+    return path
+
+
+def test_shelfsight_index_carries_the_barcode_column_into_the_bundle(tmp_path, capsys):
+    root = make_tiny_bundle(tmp_path / "bundle")
+    code, _, err = run_cli(["index", root, "--catalog", _manifest(tmp_path, "012345678905"), "--backend", "exact",
+                            "--no-fusion"], capsys)
+    assert code == 0, err
+    bundle = load_bundle(root)
+    with CatalogIndex.load(bundle.root, bundle.model_sha256) as index:
+        assert [(it.item_id, it.barcodes) for it in index.catalog] == [("KIWI", ("2000000000015",)),
+                                                                       ("LEMON", ("012345678905",))]
+        assert index.catalog.by_barcode("0012345678905").item_id == "LEMON"
+
+
+def test_one_code_listed_for_two_products_is_refused_in_one_line(tmp_path, capsys):
+    root = make_tiny_bundle(tmp_path / "bundle")
+    code, _, err = run_cli(["index", root, "--catalog", _manifest(tmp_path, "02000000000015"), "--backend", "exact",
+                            "--no-fusion"], capsys)
+    assert code == 2 and err.strip() == ("error: catalog: barcode '02000000000015' is listed by both 'KIWI' and "
+                                         "'LEMON'"), err
