@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from cli_run import run_cli
 from objects_fakes import HistogramCrops
+from shelfsight.bundle import load_bundle
 from shelfsight.datasets import load_dataset
 from shelfsight.edge.catalog import Catalog, CatalogItem, CatalogIndex, IndexOptions, Match, TuningOptions
 from shelfsight.edge.catalog.items import normalize_barcode
@@ -18,10 +20,8 @@ from shelfsight.edge.objects.barcodes import BarcodeReader
 from shelfsight.edge.pipeline.health import Health
 from shelfsight.edge.pipeline.sources import Frame
 from shelfsight.edge.runtime.recognizer import Recognizer
-from shelfsight.bundle import load_bundle
 from shelfsight.errors import ConfigError, IndexMismatchError
 from shelfsight.tools import make_objects_video as mv
-from cli_run import run_cli
 from tiny_bundle import make_tiny_bundle
 
 PRODUCTS = mv.catalog_products()
