@@ -543,3 +543,17 @@ def test_the_kiosk_command_serves_the_page_and_stops_on_sigterm(indexed, product
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"staff page: http://127.0.0.1:{port}/staff?token=" in err and "0 confirmed, 0 enrolments" in err
+
+
+def test_the_latency_tool_reports_latency_and_the_uis_cpu_with_and_without_a_debugger(indexed, product):
+    from shelfsight.tools.kiosk_latency import measure
+
+    report = measure(indexed, product[1], seconds=2.0, view_fps=15, chromium=str(CHROMIUM), warmup_s=1.0,
+                     view_width=320)
+    assert report["view_width"] == 320 and report["frames_rendered"] > 0 and report["live_view_fps"] > 0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["max"]
+    cpu = report["cpu_pct_of_one_core"]
+    plain = cpu["plain_browser"]
+    for figures in (cpu, plain):  # each rounded to 0.1 on its own
+        assert abs(figures["ui_total"] - figures["ui_server_side"] - figures["browser"]) <= 0.151
+    assert plain["live_view_fps"] > 0 and plain["browser"] > 0  # the plain browser showed the page

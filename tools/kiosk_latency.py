@@ -8,7 +8,9 @@ the page. Latency: each state the page renders carries its frame's capture time;
 when it drew it (one clock: same machine), so the figure covers the run loop, the server-sent
 event and the page's drawing. CPU: this process (recogniser, live-view encoding, server) over
 ``--seconds`` with no screen, then the same with the page open at ``--view-fps``, plus the
-browser's own processes; each as % of one core. An image source is turned into a still video.
+browser's own processes; each as % of one core. Measured twice: with the Playwright-driven
+browser (whose debugger connection costs it some CPU of its own), and with a plain headless
+Chromium showing the page, as on a kiosk. An image source is turned into a still video.
 Needs playwright (the [dev] extra) and a Chromium.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +42,13 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 def _browser_processes() -> list[psutil.Process]:
     me = psutil.Process()
     return [p for p in me.children(recursive=True) if "chrom" in p.name().lower()]
+
+
+def _plain_browser(chromium: str, url: str, profile: Path) -> subprocess.Popen:
+    """A headless Chromium showing ``url`` with no debugger attached (1024x600, as the measured page)."""
+    return subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--window-size=1024,600", "--hide-scrollbars",
+                             "--mute-audio", "--no-first-run", f"--user-data-dir={profile}", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium: str, warmup_s: float = 3.0,
@@ -82,6 +92,21 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
             view_fps_measured = (station.view.encoded - e0) / elapsed
             rendered = page.evaluate("window.__kiosk.rendered")
             browser.close()
+        plain = _plain_browser(chromium, server.url, work / "profile")
+        try:
+            time.sleep(warmup_s + 2.0)  # start, load, connect
+            root = psutil.Process(plain.pid)
+            browsers = [root, *root.children(recursive=True)]
+            cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
+            e0 = station.view.encoded
+            time.sleep(seconds)
+            elapsed = time.perf_counter() - t0
+            viewed_plain = (_cpu_seconds([me]) - cpu0) / elapsed * 100.0
+            plain_cpu = (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0
+            plain_fps = (station.view.encoded - e0) / elapsed
+        finally:
+            plain.terminate()
+            plain.wait(10)
         latency = np.array([(r["shown"] - r["captured"]) * 1000.0 for r in rendered])
         rates = station.view.rates()
     finally:
@@ -99,7 +124,12 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
         "live_view_fps": round(view_fps_measured, 2), "frames_encoded_without_screen": encoded_before,
         "cpu_pct_of_one_core": {"kiosk_process_no_screen": round(alone, 1), "kiosk_process_with_screen": round(viewed, 1),
                                 "ui_server_side": round(viewed - alone, 1), "browser": round(browser_cpu, 1),
-                                "ui_total": round(viewed - alone + browser_cpu, 1)},
+                                "ui_total": round(viewed - alone + browser_cpu, 1),
+                                "plain_browser": {"kiosk_process_with_screen": round(viewed_plain, 1),
+                                                  "ui_server_side": round(viewed_plain - alone, 1),
+                                                  "browser": round(plain_cpu, 1),
+                                                  "ui_total": round(viewed_plain - alone + plain_cpu, 1),
+                                                  "live_view_fps": round(plain_fps, 2)}},
         "device": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
                    "load_average": [round(x, 2) for x in os.getloadavg()]},
     }
