@@ -295,13 +295,14 @@ class _TapRecognizer(_Recognizer):
     bundle = _Bundle()
 
 
-def _confirmations(tmp_path, share):
+def _confirmations(tmp_path, share, teach_after=0, review=False):
     from shelfsight.edge.kiosk.confirm import Confirmations
     from shelfsight.edge.kiosk.live import LiveView
 
     rec, view, events = _TapRecognizer(), LiveView(), []
     store = FeedbackStore(tmp_path / "fb")
-    teacher = Teacher(store, lambda: contextlib.nullcontext(rec), teach_after=0, review=False)
+    teacher = Teacher(store, lambda: contextlib.nullcontext(rec), teach_after=teach_after, review=review,
+                      share=share)
     confirmations = Confirmations(view, lambda: contextlib.nullcontext(rec), teacher, events.append, share=share)
 
     def frame(label="Lemon"):
@@ -323,6 +324,20 @@ def test_kept_photos_are_shared_once_each_and_only_where_the_model_was_wrong(tmp
     assert confirmations.confirm(wrong, "kiwi")["duplicate"] is True  # a repeated tap shares nothing again
     assert [p.event_id for p in shared] == [events[1]["id"]] and len(events) == 2
     assert shared[0] == store.photos("kiwi")[0]
+    store.close()
+
+
+def test_in_review_mode_a_photo_is_shared_once_staff_approved_it_and_a_discarded_one_never(tmp_path):
+    shared = []
+    confirmations, frame, events, store = _confirmations(tmp_path, shared.append, teach_after=3, review=True)
+    answers = [confirmations.confirm(frame(), "kiwi") for _ in range(3)]
+    assert answers[-1]["taught"] == {"held": "kiwi", "photos": 3} and shared == []  # waiting for staff
+    first, second, third = [p.id for p in store.photos("kiwi")]
+    assert confirmations.teacher.discard("kiwi", [second]) == 1 and shared == []
+    confirmations.teacher.approve("kiwi", [first])
+    assert [p.id for p in shared] == [first]
+    confirmations.teacher.approve("kiwi")
+    assert [(p.id, p.status) for p in shared] == [(first, "enrolled"), (third, "enrolled")]
     store.close()
 
 

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 @click.option("--review", is_flag=True, help="Hold those photos for staff to approve instead of enrolling them.")
 @click.option("--sync-photos", is_flag=True,
               help="Also send each photo kept from now on to the sync server (a kind=feedback event with the "
-                   "JPEG, through --outbox). Off by default: kept photos stay on the device.")
+                   "JPEG, through --outbox; with --review once staff approved it). Off by default: kept photos "
+                   "stay on the device.")
 @click.option("--sink", "sinks", multiple=True, default=("stdout",), show_default=True,
               help="stdout, jsonl:PATH or an http(s):// hook URL; repeatable. Taps arrive as kind=confirmed.")
 @click.option("--loop", is_flag=True, help="Restart a file or folder at its end.")

@@ -13,7 +13,7 @@ request) answers with the first confirmation and writes nothing; another product
 confirmed frame, or an older frame than the last confirmed one, is refused as a conflict.
 Where the model was wrong or unsure, the photo is kept on the device and may teach it (`teach`);
 with the ``sync_photos`` setting it is also handed to ``share`` (the station queues it for the
-sync server).
+sync server), at once, or in review mode once staff approved it (`Teacher`).
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ class Confirmations:
         using: the running recogniser for a block.
         teacher: keeps and teaches.
         emit: ``emit(event)`` to every sink and the outbox.
-        share: ``share(photo)`` for each photo kept (None: photos stay on the device).
+        share: ``share(photo)`` for each photo kept, unless the teacher is in review mode (its
+            ``share`` then gets the photos staff approve). None: photos stay on the device.
     """
 
     def __init__(self, view: LiveView, using: Using, teacher: Teacher, emit: Callable[[dict], Any],
@@ -129,7 +130,7 @@ class Confirmations:
         except (OSError, ValueError) as e:
             log.warning("the photo of confirmed frame %d was not kept: %s", event["kiosk_frame"], e)
             return {"kept": False, "taught": None}
-        if self._share is not None:
+        if self._share is not None and not self.teacher.review:
             try:
                 self._share(photo)
             except (ShelfsightError, OSError) as e:  # kept on the device all the same (export)

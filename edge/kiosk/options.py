@@ -25,9 +25,10 @@ class KioskOptions:
         confirm_hold_s: how long the page shows "added" and ignores taps after a confirmation.
         source_fps: the rate a file or folder source is played at (cameras keep their own).
         images: a folder to look for catalog images in (beside the paths the catalog names).
-        sync_photos: also send each photo kept from now on to the sync server, as a ``feedback``
-            event carrying the JPEG, through the outbox (which the station must have). Off by
-            default: kept photos leave the device only through `FeedbackStore.export`.
+        sync_photos: also send each photo kept from now on to the sync server (in review mode:
+            once staff approved it), as a ``feedback`` event carrying the JPEG, through the outbox
+            (which the station must have). Off by default: kept photos leave the device only
+            through `FeedbackStore.export`.
     """
 
     store: Path

@@ -115,12 +115,13 @@ class KioskStation:
         self.view = LiveView(kiosk.view_width, kiosk.jpeg_quality)
         self.health = KioskHealth(self.view)
         self.store = FeedbackStore(kiosk.store)
-        self.teacher = Teacher(self.store, self.using, kiosk.teach_after, kiosk.review, self.view.next_frame_id)
+        share = self._share_photo if kiosk.sync_photos else None
+        self.teacher = Teacher(self.store, self.using, kiosk.teach_after, kiosk.review, self.view.next_frame_id,
+                               share=share)
         self.sinks: SharedSinks | None = None
         self.service: SyncService | None = None
         self.recognizer: ReloadableRecognizer | None = None
-        self.confirmations = Confirmations(self.view, self.using, self.teacher, self.emit,
-                                           share=self._share_photo if kiosk.sync_photos else None)
+        self.confirmations = Confirmations(self.view, self.using, self.teacher, self.emit, share=share)
         self.summary: RunSummary | None = None
         self.error: str | None = None
         self.started_at = 0.0

@@ -1,7 +1,8 @@
 """Taps teach: after ``teach_after`` confirmed photos of one product the model got wrong (or
 called unknown), the device enrols them with its own on-device enrolment (`CatalogIndex.enroll`,
 as `shelfsight enroll` does: each photo embedded by the running model), so the next shopper is
-shown that product first (`candidates`); in review mode they wait for staff instead.
+shown that product first (`candidates`); in review mode they wait for staff instead, and with
+the kiosk's ``sync_photos`` a photo goes to the sync server only once staff approved it.
 
 One lock serialises every decision, and the store moves each photo's status with a conditional
 update: a flood of taps or two screens at once enrol each photo once.
@@ -15,11 +16,11 @@ from typing import Any, Callable, ContextManager, Iterable
 
 import numpy as np
 
-from shelfsight.errors import ConfigError
+from shelfsight.errors import ConfigError, ShelfsightError
 from shelfsight.images import UnreadableImage, read_image
 
 from .candidates import catalog_items
-from .feedback import FeedbackStore
+from .feedback import FeedbackStore, Photo
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,14 @@ class Teacher:
         review: hold them for staff (`approve` / `discard`) instead.
         next_frame_id: the kiosk frame id the next recognition gets (reported with an enrolment:
             frames from it on are recognised with it).
+        share: ``share(photo)`` for each photo staff approve (``sync_photos`` in review mode; out of
+            review mode `Confirmations` shares each photo as it is kept). None: nothing is shared.
     """
 
     def __init__(self, store: FeedbackStore, using: Using, teach_after: int, review: bool,
-                 next_frame_id: Callable[[], int] = lambda: 0) -> None:
+                 next_frame_id: Callable[[], int] = lambda: 0, share: Callable[[Photo], Any] | None = None) -> None:
         self.store, self._using = store, using
+        self._share = share
         self.teach_after, self.review = teach_after, review
         self._next_frame_id = next_frame_id
         self._lock = threading.Lock()
@@ -132,6 +136,12 @@ class Teacher:
             self.enrolments += 1
             self._taught.add(item_id)
         log.info("enrolled %d confirmed photos of %s", len(used), item_id)
+        if status == "held" and self._share is not None:  # staff approved them: they may leave the device
+            for photo_id in used:
+                try:
+                    self._share(self.store.photo(photo_id))
+                except (ShelfsightError, OSError) as e:
+                    log.warning("approved photo %d was enrolled, not queued for sync: %s", photo_id, e)
         return {"enrolled": item_id, "photos": len(used), "from_frame": from_frame}
 
 
