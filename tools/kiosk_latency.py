@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -107,6 +108,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
         finally:
             plain.terminate()
             plain.wait(10)
+            shutil.rmtree(work / "profile", ignore_errors=True)  # the browser's profile: megabytes
         latency = np.array([(r["shown"] - r["captured"]) * 1000.0 for r in rendered])
         rates = station.view.rates()
     finally:
