@@ -14,7 +14,7 @@ from typing import Any
 
 from shelfsight import bundle as bundle_format
 from shelfsight.datasets import load_dataset, load_images
-from shelfsight.errors import ConfigError, DatasetError, ShelfsightError
+from shelfsight.errors import DatasetError, ShelfsightError
 from shelfsight.edge.runtime import predict_tflite
 from shelfsight.metrics import classification_report
 from shelfsight.run import Run

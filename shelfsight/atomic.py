@@ -73,6 +73,17 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], None], mode: int |
     return write_via(path, produce, mode)
 
 
+DEVICE_DATA_MODE = 0o600  # what a device keeps (events, photos, enrolments): its owner's only
+
+
+def create_private(path: str | Path) -> None:
+    """Create ``path`` empty with `DEVICE_DATA_MODE` unless it exists: a SQLite database made
+    this way gives its -wal/-shm files the same mode, whatever the umask."""
+    path = Path(path)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, DEVICE_DATA_MODE))
+
+
 def write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
     return write_with(path, lambda f: f.write(data), mode)
 

@@ -215,6 +215,16 @@ def test_device_data_files_are_readable_by_their_owner_only(tmp_path, umask_022)
         "events.db": 0o600, "events.jsonl": 0o600, "enrolled.npz": 0o600}
 
 
+def test_the_kiosks_kept_photos_and_their_database_are_readable_by_their_owner_only(tmp_path, umask_022):
+    from shelfsight.edge.kiosk.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback")
+    store.add("e1", "tea", "SKU-1", "Tea", "tea", "coffee", 0.4, "b1", np.zeros((8, 8, 3), np.uint8))
+    kept = [p for p in (tmp_path / "feedback").rglob("*") if p.is_file()]
+    assert {p.relative_to(tmp_path).as_posix(): mode(p) for p in kept if "-" not in p.name} == {
+        "feedback/feedback.db": 0o600, "feedback/photos/1.jpg": 0o600}
+
+
 def test_an_atomic_write_with_a_mode_has_that_mode_whatever_was_left_behind(tmp_path, umask_022):
     from shelfsight.atomic import temp_path, write_text
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shelfsight.atomic import write_with
+from shelfsight.atomic import DEVICE_DATA_MODE, write_with
 from shelfsight.errors import ConfigError, IndexMismatchError
 
 from .items import CatalogItem
@@ -102,7 +102,7 @@ class EnrolledDelta:
         text = json.dumps(header)
         mac = seal(_PURPOSE, text.encode(), self.matrix.tobytes())
         write_with(path, lambda f: np.savez(f, header=np.asarray(text), vectors=self.matrix, seal=np.asarray(mac)),
-                   mode=0o600)  # device data: owner only
+                   mode=DEVICE_DATA_MODE)
 
     @classmethod
     def load(cls, path: Path) -> "EnrolledDelta | None":

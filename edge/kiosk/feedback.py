@@ -29,7 +29,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from shelfsight.atomic import write_bytes
+from shelfsight.atomic import DEVICE_DATA_MODE, create_private, write_bytes
 from shelfsight.errors import ConfigError
 
 from ..pipeline.events import iso_time
@@ -90,6 +90,7 @@ class FeedbackStore:
         (self.directory / PHOTOS).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
+            create_private(self.directory / DB)  # shoppers' photos and taps: the device owner's only
             self._db: sqlite3.Connection | None = sqlite3.connect(self.directory / DB, check_same_thread=False,
                                                                    isolation_level=None)
             self._db.executescript(_SCHEMA)
@@ -117,7 +118,7 @@ class FeedbackStore:
                              (event_id, item_id, sku, name, label, predicted, float(score), bundle_id, time.time()))
             photo_id = row.lastrowid
             try:
-                write_bytes(self.directory / PHOTOS / f"{photo_id}.jpg", data.tobytes())
+                write_bytes(self.directory / PHOTOS / f"{photo_id}.jpg", data.tobytes(), DEVICE_DATA_MODE)
             except BaseException:
                 db.execute("DELETE FROM photos WHERE id = ?", (photo_id,))
                 raise

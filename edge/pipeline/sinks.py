@@ -26,6 +26,7 @@ from typing import Protocol, Sequence, TextIO, runtime_checkable
 
 import requests
 
+from shelfsight.atomic import DEVICE_DATA_MODE
 from shelfsight.errors import ConfigError
 from shelfsight.redact import redact_url
 
@@ -60,7 +61,7 @@ class JsonlSink:
                 raise ConfigError(f"jsonl sink {self.path} is a folder; expected a file path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             torn = _ends_mid_line(self.path)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # a new file: owner only
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, DEVICE_DATA_MODE)  # a new file
             self._stream: TextIO | None = open(fd, "a", encoding="utf-8", buffering=1)
             if torn:  # a crash cut the last event short: start on a fresh line, do not glue onto it
                 self._stream.write("\n")

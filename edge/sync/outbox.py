@@ -16,7 +16,6 @@ Several processes may share one outbox file (e.g. `shelfsight run` producing and
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from shelfsight.atomic import create_private
 from shelfsight.errors import ConfigError, ShelfsightError
 
 DROP_POLICIES = ("oldest", "refuse-new")
@@ -141,8 +141,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():  # device data: owner only (SQLite gives its -wal/-shm files the same mode)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        create_private(self.path)
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                        check_same_thread=False)

@@ -38,7 +38,7 @@ from urllib.parse import quote, urljoin
 import requests
 
 from shelfsight.atomic import write_bytes
-from shelfsight.bundle import (MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, bundle_files, load_bundle,
+from shelfsight.bundle import (MANIFEST, MAX_ARCHIVE_BYTES, SCHEMA, SCHEMA_VERSION, bundle_files,
                                unpack_archive)
 from shelfsight.errors import BundleError, ConfigError
 from shelfsight.manifest_schema import check_manifest

@@ -224,7 +224,7 @@ class SqlStorage(abc.ABC):
         if state not in ("promoted", "rolled_back"):
             raise FleetError(f"a rollout ends promoted or rolled_back, got {state!r}")
         with self.transaction() as cur:
-            query = (f"UPDATE rollouts SET state = %s, ended = %s, reason = %s WHERE state = 'active'"
+            query = ("UPDATE rollouts SET state = %s, ended = %s, reason = %s WHERE state = 'active'"
                      + (" AND id = %s" if rollout_id is not None else "") + f" RETURNING {_ROLLOUT_COLUMNS}")
             cur.execute(query, (state, time.time(), reason) + ((rollout_id,) if rollout_id is not None else ()))
             row = cur.fetchone()
