@@ -29,6 +29,17 @@ import numpy as np
 import psutil
 
 
+def _cpu_while_viewed(me, browsers, station, seconds: float) -> tuple[float, float, float]:
+    """(this process's CPU, the browser's CPU, in % of one core; live view frames encoded per
+    second) over ``seconds`` of the page being shown."""
+    cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
+    e0 = station.view.encoded
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - t0
+    return ((_cpu_seconds([me]) - cpu0) / elapsed * 100.0, (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0,
+            (station.view.encoded - e0) / elapsed)
+
+
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0
     for p in processes:
@@ -83,28 +94,15 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
             page.wait_for_selector(".candidate", timeout=10_000)
             time.sleep(warmup_s)
             page.evaluate("window.__kiosk.rendered = []")
-            browsers = _browser_processes()
-            cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
-            e0 = station.view.encoded
-            time.sleep(seconds)
-            elapsed = time.perf_counter() - t0
-            viewed = (_cpu_seconds([me]) - cpu0) / elapsed * 100.0
-            browser_cpu = (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0
-            view_fps_measured = (station.view.encoded - e0) / elapsed
+            viewed, browser_cpu, view_fps_measured = _cpu_while_viewed(me, _browser_processes(), station, seconds)
             rendered = page.evaluate("window.__kiosk.rendered")
             browser.close()
         plain = _plain_browser(chromium, server.url, work / "profile")
         try:
             time.sleep(warmup_s + 2.0)  # start, load, connect
             root = psutil.Process(plain.pid)
-            browsers = [root, *root.children(recursive=True)]
-            cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
-            e0 = station.view.encoded
-            time.sleep(seconds)
-            elapsed = time.perf_counter() - t0
-            viewed_plain = (_cpu_seconds([me]) - cpu0) / elapsed * 100.0
-            plain_cpu = (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0
-            plain_fps = (station.view.encoded - e0) / elapsed
+            viewed_plain, plain_cpu, plain_fps = _cpu_while_viewed(
+                me, [root, *root.children(recursive=True)], station, seconds)
         finally:
             plain.terminate()
             plain.wait(10)

@@ -24,6 +24,7 @@ import requests
 from shelfsight.errors import ConfigError
 from shelfsight.redact import redact_url
 from .http import AuthError, SyncError, SyncSession
+from .worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class HeartbeatStats:
     last_error: str | None
 
 
-class Heartbeat:
+class Heartbeat(SyncWorker):
     """Posts ``report()`` to ``endpoint``/v1/health every ``options.interval_s``; `send_once`
     for one, or `start` / `stop` for a background thread. ``stop()`` is idempotent.
 
@@ -81,13 +82,13 @@ class Heartbeat:
         report: ``f() -> dict`` with any of bundle_id, fps, unknown_rate, errors, outbox_backlog.
     """
 
+    thread_name = "shelfsight-heartbeat"
+
     def __init__(self, session: SyncSession, endpoint: str, options: HeartbeatOptions, report: HealthReport) -> None:
-        self.session = session
+        super().__init__(session, own_session=False)
         self.url = endpoint.rstrip("/") + HEALTH_PATH
         self.options = options
         self.report = report
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._sent = self._failed = 0
         self._last_error: str | None = None
@@ -123,7 +124,7 @@ class Heartbeat:
             if first:
                 log.warning("heartbeat: %s (says so again only after one gets through)", redact_url(str(e)))
             if isinstance(e, AuthError):
-                self._refresh_token()
+                self.session.refresh_token()
             return
         except Exception:  # a bug here (or in the report) must not stop the device; logged in full
             log.exception("heartbeat failed")
@@ -133,29 +134,10 @@ class Heartbeat:
         if recovered:
             log.info("heartbeat: sent again")
 
-    def _refresh_token(self) -> None:
-        try:
-            self.session.refresh_token()
-        except ConfigError as e:
-            log.error("sync token: %s", e)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self._beat()
             self._stop.wait(self.options.interval_s)
-
-    def start(self) -> "Heartbeat":
-        """Start the background thread (once); the first heartbeat goes at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="shelfsight-heartbeat", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread; a heartbeat in flight finishes or times out first."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     @property
     def stats(self) -> HeartbeatStats:

@@ -141,8 +141,12 @@ class SyncSession:
         self.refresh_token()
 
     def refresh_token(self) -> None:
-        """Read the token again (it may have been rotated on disk)."""
-        self._session.headers["Authorization"] = f"Bearer {read_token(self.options)}"
+        """Read the token again after a 401 (it may have been rotated on disk); one that cannot
+        be read now is logged and the old one kept (the device goes on; the next 401 retries)."""
+        try:
+            self._session.headers["Authorization"] = f"Bearer {read_token(self.options)}"
+        except ConfigError as e:
+            log.error("sync token: %s", e)
 
     def request(self, method: str, url: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", self.options.timeout)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +46,7 @@ from .bundle_store import BundleStore, check_bundle_id, verify_covered
 from .download import DownloadError, fetch_resumable
 from .signature import SIGNATURE_SUFFIX, SignatureError, load_public_key, verify
 from .http import HttpOptions, SyncError, SyncSession, check_url
+from .worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class _Offer:
     archive_size: int | None
 
 
-class Updater:
+class Updater(SyncWorker):
     """Keeps a `BundleStore` on the bundle the server offers (see module docstring).
 
     Args:
@@ -145,21 +145,20 @@ class Updater:
             (e.g. ``lambda r: outbox.put(r.to_event())`` for the notable ones).
     """
 
+    thread_name = "shelfsight-updates"
+
     def __init__(self, store: BundleStore, options: UpdateOptions, health_check: HealthCheck | None = None,
                  on_update: Callable[[Path], None] | None = None,
                  on_result: Callable[[UpdateResult], None] | None = None,
                  session: SyncSession | None = None) -> None:
+        super().__init__(session or SyncSession(options.http), own_session=session is None)
         self.store = store
         self.options = options
         self.health_check = health_check or default_health_check
         self.on_update = on_update
         self.on_result = on_result
-        self.session = session or SyncSession(options.http)
-        self._own_session = session is None
         self._public_key = load_public_key(options.public_key) if options.public_key else None
         self._etag: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- one check ---------------------------------------------------------------------
     def check_once(self) -> UpdateResult:
@@ -325,26 +324,6 @@ class Updater:
                 log.exception("bundle update check failed")
             self._stop.wait(self.options.interval_s)
 
-    def start(self) -> "Updater":
-        """Poll in a background thread every ``interval_s`` (first check at once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="shelfsight-updates", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop polling; idempotent. A download in progress ends at its next timeout."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self._own_session:
-            self.session.close()
-
-    def __enter__(self) -> "Updater":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _plain_name(name: str) -> bool:

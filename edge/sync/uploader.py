@@ -25,6 +25,7 @@ from shelfsight.errors import ConfigError
 from shelfsight.redact import redact_url
 from .outbox import Outbox
 from .http import AuthError, HttpOptions, SyncError, SyncSession, check_url
+from .worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +98,19 @@ def parse_answer(answer: object, batch_ids: tuple[str, ...]) -> tuple[list[str],
     return held, {str(k): str(v) for k, v in rejected.items() if k in wanted and k not in held}
 
 
-class Uploader:
+class Uploader(SyncWorker):
     """Moves events from an outbox to the server; `send_once` for one batch, or
     `start` / `stop` for a background worker thread. ``stop()`` is idempotent.
     """
 
+    thread_name = "shelfsight-uploader"
+
     def __init__(self, outbox: Outbox, options: UploadOptions, session: SyncSession | None = None,
                  backoff: Backoff | None = None) -> None:
+        super().__init__(session or SyncSession(options.http), own_session=session is None)
         self.outbox = outbox
         self.options = options
-        self.session = session or SyncSession(options.http)
-        self._own_session = session is None
         self.backoff = backoff or Backoff(options.backoff)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._ok = self._failed = self._acked = 0
         self._last_error: str | None = None
@@ -178,7 +178,7 @@ class Uploader:
             result = self.send_once()
         except AuthError as e:
             self._record_failure(e)
-            self._refresh_token()
+            self.session.refresh_token()
             return self.backoff.next_delay()
         except SyncError as e:
             self._record_failure(e)
@@ -192,12 +192,6 @@ class Uploader:
             self._failed += 1
             self._last_error = str(error)
 
-    def _refresh_token(self) -> None:
-        try:
-            self.session.refresh_token()
-        except ConfigError as e:
-            log.error("sync token: %s", e)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -209,29 +203,7 @@ class Uploader:
             if delay is not None:
                 self._stop.wait(delay)
 
-    def start(self) -> "Uploader":
-        """Start the background worker (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="shelfsight-uploader", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the worker; a request in flight finishes or times out first. Events not
-        acknowledged stay in the outbox."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self._own_session:
-            self.session.close()
-
     @property
     def stats(self) -> UploaderStats:
         with self._lock:
             return UploaderStats(self._ok, self._failed, self._acked, self.backoff.attempt, self._last_error)
-
-    def __enter__(self) -> "Uploader":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
