@@ -48,7 +48,7 @@ ENROLLED_FILE = "enrolled.npz"  # on-device enrolments (edge.catalog.enroll), se
 DEVICE_STATE_FILES = (ENROLLED_FILE,)  # what a device writes beside a bundle: never listed, never packed
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked size limit for a transported bundle
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
-UNPACKED_PREFIX = "shelfsight-bundle-"  # temp folders of loaded archives: shelfsight-bundle-PID-XXXXXXXX
+UNPACKED_PREFIX = "shelfsight-bundle-"  # temp folders of loaded archives: shelfsight-bundle-<pid>-<random>
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -79,6 +79,14 @@ def fleet(capsys, data, *args) -> str:
     return out
 
 
+def _device(tmp_path, server) -> Updater:
+    """A device updater with its token and the fleet's public key, following ``server``."""
+    http = HttpOptions(token_file=tmp_path / "device.token", connect_timeout_s=1.0, read_timeout_s=10.0)
+    return Updater(BundleStore(tmp_path / "device"), UpdateOptions(manifest_url=server.url + "/v1/manifest",
+                                                                   http=http, public_key=tmp_path / "key.pub"),
+                   health_check=load_bundle)  # the model is fake bytes: the manifest must load
+
+
 def test_a_bundle_published_to_s3_is_fetched_and_verified_by_a_device(tmp_path, s3, capsys):
     generate_keypair(tmp_path / "key.pem", tmp_path / "key.pub")
     v1 = make_bundle(tmp_path / "v1", ["a", "b"], b"model one" * 500, bundle_id="v1")
@@ -104,10 +112,7 @@ def test_a_bundle_published_to_s3_is_fetched_and_verified_by_a_device(tmp_path, 
     fleet(capsys, data, "rollout", "promote")
 
     with SyncServer(ServerConfig(data_dir=data, port=free_port(), bundle_store=STORE)) as server:
-        http = HttpOptions(token_file=tmp_path / "device.token", connect_timeout_s=1.0, read_timeout_s=10.0)
-        device = Updater(BundleStore(tmp_path / "device"), UpdateOptions(manifest_url=server.url + "/v1/manifest",
-                                                                         http=http, public_key=tmp_path / "key.pub"),
-                         health_check=load_bundle)  # the model is fake bytes: the manifest must load
+        device = _device(tmp_path, server)
         first = device.check_once()
         assert (first.status, device.store.current_id) == ("updated", "v1")
         assert (device.store.current / "model.tflite").read_bytes() == b"model one" * 500
@@ -134,10 +139,7 @@ def test_a_bundle_signed_by_another_key_is_refused_by_the_device(tmp_path, s3, c
     fleet(capsys, data, "bundle", "add", v1)
     fleet(capsys, data, "rollout", "start", "v1", "--percent", "100")
     with SyncServer(ServerConfig(data_dir=data, port=free_port(), bundle_store=STORE)) as server:
-        http = HttpOptions(token_file=tmp_path / "device.token", connect_timeout_s=1.0, read_timeout_s=10.0)
-        device = Updater(BundleStore(tmp_path / "device"), UpdateOptions(manifest_url=server.url + "/v1/manifest",
-                                                                         http=http, public_key=tmp_path / "key.pub"),
-                         health_check=load_bundle)  # the model is fake bytes: the manifest must load
+        device = _device(tmp_path, server)
         result = device.check_once()
         device.session.close()
     assert (result.status, device.store.current_id) == ("refused", None)
