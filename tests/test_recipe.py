@@ -132,3 +132,22 @@ def test_an_ensemble_teacher_is_the_mean_of_its_members(tiny_run, tmp_path, monk
     y = trainer._targets(tr, ("a", "b"), options, progress=False)
     np.testing.assert_allclose(y, [[0.9, 0.1], [0.15, 0.85]], atol=1e-6)
     assert TrainOptions(teacher=str(tiny_run)).teachers == (str(tiny_run),) and TrainOptions().teachers == ()
+
+
+@pytest.mark.slow
+def test_mix_erasing_and_cosine_scale_flags_reach_the_run(sample_data, tmp_path, capsys):
+    from cli_run import run_cli
+    from shelfsight.training.model import load_model
+
+    out = tmp_path / "mixed"
+    code, stdout, err = run_cli(["train", "--data", sample_data, "--out", out, "--preset", "fast", "--image-size", "96",
+                                 "--epochs", "2", "--finetune-epochs", "1", "--warmup-epochs", "0",
+                                 "--embedding-dim", "16", "--mix", "cutmix", "--mix-alpha", "1.0", "--erasing", "0.5",
+                                 "--cosine-scale", "24"], capsys)
+    assert code == 0, err
+    assert "cutmix (alpha 1.0), random erasing 0.5" in err
+    config = json.loads((out / "config.json").read_text())
+    assert (config["train"]["mix"], config["train"]["mix_alpha"], config["train"]["erasing"]) == ("cutmix", 1.0, 0.5)
+    assert config["model"]["cosine_scale"] == 24.0
+    assert load_model(out / "model.keras").get_layer("cosine_scale").scale == 24.0
+    assert json.loads(stdout.strip().splitlines()[-1])["run"] == str(out)

@@ -29,6 +29,56 @@ def augment_image(image, size: int, seed: int = 0):
     return tf.clip_by_value(x, 0.0, 255.0)
 
 
+def random_erasing(image, probability: float, seed: int = 0, area=(0.02, 0.25), ratio=(0.3, 3.3)):
+    """With ``probability``, one rectangle of the image (``area`` share, aspect in ``ratio``)
+    set to mid-grey: an occluding price tag, hand or neighbour, which a model trained on whole
+    products has never seen. Float 0..255 in and out."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    u = tf.random.uniform([5], seed=seed)
+    share = area[0] + (area[1] - area[0]) * u[0]
+    aspect = tf.exp(np.log(ratio[0]) + (np.log(ratio[1]) - np.log(ratio[0])) * u[1])
+    eh = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(share * hf * wf * aspect)), tf.int32), 1, h)
+    ew = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(share * hf * wf / aspect)), tf.int32), 1, w)
+    top = tf.cast(u[2] * tf.cast(h - eh + 1, tf.float32), tf.int32)
+    left = tf.cast(u[3] * tf.cast(w - ew + 1, tf.float32), tf.int32)
+    rows, cols = tf.range(h)[:, None], tf.range(w)[None, :]
+    inside = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew) & (u[4] < probability)
+    return tf.where(inside[:, :, None], tf.constant(127.0), image)
+
+
+def mix_batch(x, y, w, mode: str, alpha: float, seed: int = 0):
+    """Mixup or CutMix within a batch: each sample is blended with a shuffled partner.
+
+    mixup: x = l*x_a + (1-l)*x_b; cutmix: a box of x_b pasted into x_a, l = the share of x_a
+    left. The targets are blended with the same l, so the loss is l*CE(a) + (1-l)*CE(b); the
+    sample weights (class balancing) too. l ~ Beta(alpha, alpha), one per batch.
+    """
+    n = tf.shape(x)[0]
+    partner = tf.random.shuffle(tf.range(n), seed=seed + 11)
+    g1 = tf.random.gamma([], alpha, seed=seed + 12)
+    g2 = tf.random.gamma([], alpha, seed=seed + 13)
+    lam = g1 / (g1 + g2)
+    xb, yb, wb = tf.gather(x, partner), tf.gather(y, partner), tf.gather(w, partner)
+    if mode == "mixup":
+        mixed = lam * x + (1.0 - lam) * xb
+    elif mode == "cutmix":
+        h, wd = tf.shape(x)[1], tf.shape(x)[2]
+        cut = tf.sqrt(1.0 - lam)
+        ch = tf.cast(tf.round(cut * tf.cast(h, tf.float32)), tf.int32)
+        cw = tf.cast(tf.round(cut * tf.cast(wd, tf.float32)), tf.int32)
+        u = tf.random.uniform([2], seed=seed + 14)
+        top = tf.cast(u[0] * tf.cast(h - ch + 1, tf.float32), tf.int32)
+        left = tf.cast(u[1] * tf.cast(wd - cw + 1, tf.float32), tf.int32)
+        rows, cols = tf.range(h)[:, None], tf.range(wd)[None, :]
+        box = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
+        mixed = tf.where(box[None, :, :, None], xb, x)
+        lam = 1.0 - tf.cast(ch * cw, tf.float32) / tf.cast(h * wd, tf.float32)  # the exact share kept
+    else:
+        raise ValueError(f"mix mode {mode!r}: expected mixup or cutmix")
+    return mixed, lam * y + (1.0 - lam) * yb, lam * w + (1.0 - lam) * wb
+
+
 def rotation_layer(seed: int) -> keras.layers.Layer:
     """Small rotations (about +-10 degrees), applied per batch."""
     return keras.layers.RandomRotation(0.03, fill_mode="reflect", seed=seed)
@@ -44,15 +94,27 @@ def sample_weights(label_ids: np.ndarray, num_classes: int, balance: bool = True
 
 
 def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, batch_size: int,
-                     size: int, augment: bool = True, seed: int = 0):
-    """Shuffled, augmented (x, y, sample_weight) batches from uint8 images already at ``size``."""
+                     size: int, augment: bool = True, seed: int = 0, erasing: float = 0.0,
+                     mix: str = "none", mix_alpha: float = 0.2):
+    """Shuffled, augmented (x, y, sample_weight) batches from uint8 images already at ``size``.
+
+    With ``augment``: the per-image ops of `augment_image`, random erasing with probability
+    ``erasing``, a small rotation per batch, then mixup / cutmix (``mix``) within the batch.
+    """
     ds = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32), weights.astype(np.float32)))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if augment:
         rotate = rotation_layer(seed)
-        ds = ds.map(lambda x, t, s: (augment_image(x, size, seed), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+
+        def per_image(x, t, s):
+            x = augment_image(x, size, seed)
+            return (random_erasing(x, erasing, seed + 7) if erasing > 0 else x), t, s
+
+        ds = ds.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size).map(lambda x, t, s: (rotate(x, training=True), t, s),
                                       num_parallel_calls=tf.data.AUTOTUNE)
+        if mix != "none":
+            ds = ds.map(lambda x, t, s: mix_batch(x, t, s, mix, mix_alpha, seed), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, t, s: (tf.cast(x, tf.float32), t, s)).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)

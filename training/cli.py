@@ -22,6 +22,7 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--alpha", type=float, help="Width multiplier (MobileNet).")
 @click.option("--weights", help="imagenet (default), none, or a weights file.")
 @click.option("--embedding-dim", type=int, help="Embedding size (default 128).")
+@click.option("--cosine-scale", type=float, help="Cosine classifier scale: logits = scale * cos (default 16).")
 @click.option("--epochs", "head_epochs", type=int, help="Stage 1 (heads) epochs (default 40).")
 @click.option("--finetune-epochs", type=int, help="[preset] Stage 2 epochs (0: no fine-tuning).")
 @click.option("--finetune-fraction", type=float, help="[preset] Share of backbone layers (from the top) trained in stage 2.")
@@ -37,11 +38,14 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--lr", "finetune_lr", type=float, help="Stage 2 peak learning rate (default 3e-4).")
 @click.option("--label-smoothing", type=float, help="Label smoothing (default 0.1).")
 @click.option("--augment/--no-augment", default=None, help="Augmentation in stage 2 (default: on).")
+@click.option("--erasing", type=click.FloatRange(0, 1), help="Random erasing probability per image (default 0).")
+@click.option("--mix", type=click.Choice(["none", "mixup", "cutmix"]), help="Mix images within a batch (default none).")
+@click.option("--mix-alpha", type=float, help="Beta(a, a) of mixup / cutmix (default 0.2).")
 @click.option("--balance/--no-balance", "balance_classes", default=None, help="Class-balanced weights (default: on).")
 @click.option("--patience", type=int, help="Early stopping on val accuracy (default 0: the fixed schedule).")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), help="Default auto (on with a GPU).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
-def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim, **train_flags):
+def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim, cosine_scale, **train_flags):
     """Fine-tune an ImageNet backbone on product photos; write model, labels and metrics to OUT."""
     from shelfsight.datasets import load_dataset
 
@@ -50,7 +54,8 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
     from .trainer import train as run_training
 
     model_kw, train_kw = presets.resolve(preset, dict(backbone=backbone, image_size=image_size, alpha=alpha,
-                                                      weights=weights, embedding_dim=embedding_dim), train_flags)
+                                                      weights=weights, embedding_dim=embedding_dim,
+                                                      cosine_scale=cosine_scale), train_flags)
     if backbone and image_size is None and backbone != presets.PRESETS[preset].model.get("backbone"):
         model_kw.pop("image_size", None)  # another backbone than the preset's: its own resolution
     mo, to = ModelOptions(**model_kw), TrainOptions(**train_kw)
@@ -61,6 +66,8 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
         click.echo(f"preset {preset}: {p.summary}; expected cost {p.cost}", err=True)
         click.echo(f"  {mo.backbone} {mo.image_size} px, {to.finetune_epochs} fine-tune epochs "
                    f"(fraction {to.finetune_fraction}), lr {to.finetune_lr}, EMA {to.ema_momentum}"
+                   + (f", {to.mix} (alpha {to.mix_alpha})" if to.mix != "none" else "")
+                   + (f", random erasing {to.erasing}" if to.erasing else "")
                    + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else ""), err=True)
     metrics = run_training(data, out, mo, to, progress=progress)
     val = metrics.get("val")

@@ -78,6 +78,8 @@ class TrainOptions:
             class scores (cached once) are soft targets.
         distill_weight: share of the target taken from the teacher (0..1).
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
+        erasing: probability of random erasing (a grey rectangle, 2-25% of the image) per image.
+        mix: "none", "mixup" or "cutmix" within each batch; ``mix_alpha`` is its Beta(a, a).
         patience: early stopping on val accuracy (0: the fixed schedule, the default).
         accept_share: share of val accepted by the calibrated "unknown" threshold.
     """
@@ -95,6 +97,9 @@ class TrainOptions:
     teacher: str | tuple[str, ...] | None = None
     distill_weight: float = 0.5
     augment: bool = True
+    erasing: float = 0.0
+    mix: str = "none"
+    mix_alpha: float = 0.2
     label_smoothing: float = 0.1
     balance_classes: bool = True
     patience: int = 0
@@ -124,6 +129,12 @@ class TrainOptions:
             raise ConfigError(f"EMA momentum {self.ema_momentum} out of range [0, 1)")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label smoothing {self.label_smoothing} out of range [0, 0.5)")
+        if not 0.0 <= self.erasing <= 1.0:
+            raise ConfigError(f"erasing probability {self.erasing} out of range [0, 1]")
+        if self.mix not in ("none", "mixup", "cutmix"):
+            raise ConfigError(f"mix {self.mix!r}: expected none, mixup or cutmix")
+        if self.mix_alpha <= 0:
+            raise ConfigError(f"mix alpha must be > 0, got {self.mix_alpha}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ConfigError(f"distill weight {self.distill_weight} out of range [0, 1]")
         for run in self.teachers:
