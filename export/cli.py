@@ -18,6 +18,8 @@ from shelfsight.run import Run
 @click.option("--prune", "sparsity", type=click.FloatRange(0.0, 0.95, min_open=True), default=None,
               help="Magnitude-prune to this sparsity during a short fine-tune.")
 @click.option("--prune-epochs", type=int, default=2, show_default=True)
+@click.option("--prune-distill/--prune-labels", default=True, show_default=True,
+              help="While pruning, learn from the unpruned model (distil) or from the labels.")
 @click.option("--qat/--ptq", default=None,
               help="int8: quantization-aware training, distilling the float model (the default, ~1 pt better), "
                    "or post-training quantization only (--ptq: minutes faster).")
@@ -31,7 +33,7 @@ from shelfsight.run import Run
 @click.option("--index/--no-index", "with_index", default=True, show_default=True,
               help="Index the dataset's catalog and train photos into the bundle (search, and retrieval fusion "
                    "for classification); what `shelfsight index B --catalog DATA` does.")
-def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, calibration_images, margin,
+def export(run_dir, out, quantize, sparsity, prune_epochs, prune_distill, qat, qat_epochs, calibration_images, margin,
            max_drop, data, archive, with_index):
     """Compress and convert a training run into a bundle the edge runtime loads."""
     from .exporter import export_run
@@ -42,7 +44,7 @@ def export(run_dir, out, quantize, sparsity, prune_epochs, qat, qat_epochs, cali
     elif qat and quantize != "int8":
         raise click.UsageError(f"--qat needs --quantize int8, got {quantize}")
     options = ExportOptions(QuantizationConfig(quantize, calibration_images),
-                            prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs) if sparsity else None,
+                            prune=PruneOptions(sparsity=sparsity, epochs=prune_epochs, distill=prune_distill) if sparsity else None,
                             qat=QATOptions(epochs=qat_epochs) if qat else None, archive=archive, margin=margin,
                             max_drop=max_drop, data=data)
     result = export_run(run_dir, out, options if not with_index else dataclasses.replace(options, archive=False),

@@ -22,13 +22,14 @@ EMBEDDING_WEIGHT = 10.0
 
 def distill(student: keras.Model, teacher: keras.Model, images: np.ndarray, learning_rate: float, epochs: int,
             batch_size: int, student_input: Callable | None = None, masks: Sequence = (),
-            progress: bool = True) -> list[float]:
+            epoch_end: Callable[[], None] | None = None, progress: bool = True) -> list[float]:
     """Fine-tune ``student`` towards ``teacher`` (both output {"scores", "embedding"}).
 
     Args:
         images: uint8 training images, N x S x S x 3.
         student_input: maps the teacher's input (pixels 0..255) to the student's.
         masks: (variable, 0/1 array) pairs applied after every step (pruned zeros stay zero).
+        epoch_end: called after each epoch (pruning re-applies its masks there).
     Returns:
         The mean embedding cosine between student and teacher in each epoch.
     """
@@ -57,7 +58,9 @@ def distill(student: keras.Model, teacher: keras.Model, images: np.ndarray, lear
     history = []
     steps = int(np.ceil(len(images) / batch_size))
     for epoch in range(epochs):
-        cosines = [float(step(x)) for x, _, _ in tqdm(batches, total=steps, desc=f"QAT epoch {epoch + 1}/{epochs}",
+        cosines = [float(step(x)) for x, _, _ in tqdm(batches, total=steps, desc=f"distil epoch {epoch + 1}/{epochs}",
                                                        disable=not progress, leave=False)]
         history.append(round(float(np.mean(cosines)), 5))
+        if epoch_end is not None:
+            epoch_end()
     return history

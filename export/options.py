@@ -53,6 +53,7 @@ class PruneOptions:
         epochs: fine-tune epochs while pruning.
         end_fraction: share of the fine-tune steps after which the final sparsity is reached.
         frequency: prune every this many steps.
+        distill: learn from the unpruned model (KL + embedding cosine) instead of the labels.
     """
 
     sparsity: float = 0.5
@@ -61,6 +62,7 @@ class PruneOptions:
     end_fraction: float = 0.7
     frequency: int = 50
     batch_size: int = 32
+    distill: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sparsity < 1.0:

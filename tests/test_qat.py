@@ -62,3 +62,27 @@ def test_pruned_zeros_survive_qat(tiny_run, sample_data):
     assert len(kernels) == len(sparsity["layers"])
     for name, kernel in kernels.items():
         assert np.mean(kernel == 0) >= 0.49, name
+
+
+def test_pruning_distils_the_unpruned_model_closer_than_the_labels(tiny_run, sample_data):
+    """Same sparsity, steps and learning rate: only what the pruned model learns from differs."""
+    from shelfsight.export.options import PruneOptions
+    from shelfsight.export.prune import prune_model
+    from shelfsight.training.model import load_model, predict
+    from shelfsight.training.tf_env import keras
+
+    data, classes = _train_images(sample_data)
+    _, reference = predict(load_model(tiny_run / "model.keras"), data.images)
+
+    def cosine_after(distil: bool) -> float:
+        keras.utils.set_random_seed(0)
+        pruned, sparsity = prune_model(load_model(tiny_run / "model.keras"), data, classes,
+                                       PruneOptions(sparsity=0.6, epochs=2, frequency=1, learning_rate=1e-3,
+                                                    distill=distil), progress=False)
+        assert sparsity["overall"] >= 0.6 - 1e-3
+        _, emb = predict(pruned, data.images)
+        return float(np.mean(np.sum(emb * reference, axis=1)))
+
+    labels, distilled = cosine_after(False), cosine_after(True)
+    print("embedding cosine to the unpruned model: labels", labels, "distilled", distilled)
+    assert distilled > labels + 0.01, (labels, distilled)
