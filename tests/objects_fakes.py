@@ -6,6 +6,7 @@ something real. It is exact on the generated videos, whose products are those ph
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -39,8 +40,12 @@ class HistogramCrops:
             h, w = crop.shape[:2]
             emb = histogram(crop[h // 8: h - h // 8, w // 8: w - w // 8])  # the centre: less of the margin
             sims = self.templates @ emb
-            order = np.argsort(-sims, kind="stable")[:3]
-            preds = tuple(Prediction(self.labels[i], float(sims[i]), int(i)) for i in order)
-            label = preds[0].label if preds[0].score >= self.unknown_below else None
-            out.append(CropResult(Recognition(label, preds[0].score, preds, (), (time.perf_counter() - t0) * 1e3), emb))
+            recognition = self.decide(sims, emb, float(sims.max()))
+            out.append(CropResult(dataclasses.replace(recognition, latency_ms=(time.perf_counter() - t0) * 1e3),
+                                  emb, sims))
         return out
+
+    def decide(self, scores: np.ndarray, embedding: np.ndarray, top_score: float) -> Recognition:
+        order = np.argsort(-scores, kind="stable")[:3]
+        preds = tuple(Prediction(self.labels[i], float(scores[i]), int(i)) for i in order)
+        return Recognition(preds[0].label if top_score >= self.unknown_below else None, preds[0].score, preds, (), 0.0)

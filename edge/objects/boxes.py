@@ -1,4 +1,4 @@
-"""Boxes in frame pixels and the few operations on them: overlap (IoU), NMS, clipping.
+"""Boxes in frame pixels and the few operations on them: overlap (IoU), NMS, clipping, which overlap.
 
 A box is ``(x, y, w, h)`` in pixels of the frame it was found in, top-left origin. Arrays of
 boxes are N x 4 float arrays in the same layout.
@@ -73,3 +73,12 @@ def nms(boxes: list[Box], iou_threshold: float) -> list[Box]:
         return list(boxes)
     keep = cv2.dnn.NMSBoxes([b.to_list() for b in boxes], [b.score for b in boxes], 0.0, iou_threshold)
     return [boxes[i] for i in np.asarray(keep, int).reshape(-1)]
+
+
+def overlapping(boxes: list[Box]) -> list[bool]:
+    """For each box, whether it overlaps (shares pixels with) another box of the list."""
+    if len(boxes) < 2:
+        return [False] * len(boxes)
+    iou = iou_matrix(as_array(boxes), as_array(boxes))
+    np.fill_diagonal(iou, 0.0)
+    return (iou > 0).any(axis=1).tolist()

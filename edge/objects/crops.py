@@ -1,7 +1,9 @@
 """Per-object recognition: each box cropped with a margin and run through the bundle's recogniser.
 
 Crops get exactly the bundle's preprocessing (`shelfsight.preprocess.prepare`), and the
-same post-processing as a whole frame (top-k, unknown threshold, similar catalog items).
+same post-processing as a whole frame (retrieval fusion, top-k, unknown threshold, similar
+catalog items); so does a track's mean of its crops' outputs (`BundleCrops.decide`), except
+that "unknown" is decided there on the mean of the crops' top class scores.
 Where the interpreter can resize its batch dimension, the crops of one frame go through in
 one inference of exactly that many rows; otherwise one inference per crop. Not padded to a
 power of two to spare re-allocations: with int8 Lite0 at 224 px on 2 threads a batch of 4
@@ -33,16 +35,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CropResult:
-    """One crop's recognition and its unit-norm embedding (D,), which tracking compares."""
+    """One crop's recognition, its unit-norm embedding (D,), which tracking compares, and the
+    model's class scores (C,) before any fusion, which a track averages."""
 
     recognition: Recognition
     embedding: np.ndarray
+    scores: np.ndarray
 
 
 class CropRecognizer(Protocol):
     """Anything that names a list of BGR crops (the bundle's recogniser, test fakes)."""
 
     def recognize_crops(self, crops: Sequence[np.ndarray]) -> list[CropResult]: ...
+
+    def decide(self, scores: np.ndarray, embedding: np.ndarray, top_score: float) -> Recognition:
+        """A track's recognition from its crops' mean class scores (C,), mean unit-norm embedding
+        (D,) and mean top class score (the one "unknown" is decided on)."""
 
 
 def crop_with_margin(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
@@ -87,6 +95,19 @@ class BundleCrops:
         with self._current() as recognizer:
             return self._recognize(recognizer, crops)
 
+    def decide(self, scores: np.ndarray, embedding: np.ndarray, top_score: float) -> Recognition:
+        """The recogniser's post-processing of a track's mean outputs (retrieval fusion on the mean
+        embedding, top-k, similar items), "unknown" where ``top_score`` is under its threshold.
+
+        The threshold was calibrated on one image's top class score, so it is held against the
+        mean of that score over the crops: the top of the mean scores is lower wherever the crops
+        disagree a little, and would reject tracks whose crops it accepts one by one.
+        """
+        with self._current() as recognizer:
+            recognition = recognizer.postprocess(scores, embedding)
+            known = top_score >= recognizer.unknown_threshold
+        return dataclasses.replace(recognition, label=recognition.predictions[0].label if known else None)
+
     def _recognize(self, recognizer: Recognizer, crops: Sequence[np.ndarray]) -> list[CropResult]:
         if recognizer.model is None:
             raise ConfigError("this recogniser is closed")
@@ -126,4 +147,5 @@ def _result(recognizer: Recognizer, scores: np.ndarray, embedding: np.ndarray, l
     """The recogniser's post-processing of one row, exactly as `Recognizer.recognize` does for a
     frame (retrieval fusion included where the bundle has it)."""
     recognition = recognizer.postprocess(scores, embedding)
-    return CropResult(dataclasses.replace(recognition, latency_ms=latency_ms), l2_normalize(embedding))
+    return CropResult(dataclasses.replace(recognition, latency_ms=latency_ms), l2_normalize(embedding),
+                      np.array(scores, np.float32))

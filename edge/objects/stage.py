@@ -22,6 +22,7 @@ from ..catalog.items import Catalog
 from ..pipeline.health import Health
 from ..pipeline.sources import Frame
 from .barcodes import BarcodeReader
+from .boxes import overlapping
 from .counting import LineState
 from .crops import CropRecognizer, crop_with_margin
 from .events import CONFIRMED, LEFT, object_event
@@ -50,7 +51,7 @@ class ObjectStage:
                  catalog: Catalog | Callable[[], Catalog | None] | None = None) -> None:
         self.options, self.crops, self.jpeg_quality = options, crops, jpeg_quality
         self.proposer = proposer or make_proposer(options.backend, options.background, options.detector)
-        self.tracker = Tracker(options.tracking)
+        self.tracker = Tracker(crops.decide, options.tracking)
         self.metrics = ObjectMetrics(health.registry) if health is not None else None
         self.barcodes = BarcodeReader() if options.barcodes else None
         self.counts: Counter[tuple[str | None, str]] = Counter()
@@ -78,7 +79,7 @@ class ObjectStage:
         results = self.crops.recognize_crops(crops) if crops else []
         (left, top), (height, width) = origin, image.shape[:2]  # the ROI's edges: partly out of view beyond them
         at_edge = [b.x <= left or b.y <= top or b.x + b.w >= left + width or b.y + b.h >= top + height for b in boxes]
-        update = self.tracker.update(boxes, results, frame.index, frame.timestamp, at_edge)
+        update = self.tracker.update(boxes, results, frame.index, frame.timestamp, at_edge, overlapping(boxes))
         crop_of = {id(b): c for b, c in zip(boxes, crops)}
         for track in update.seen:
             self._follow(track, crop_of[id(track.box)])

@@ -8,20 +8,36 @@ objects a counter or conveyor camera sees it gives the assignment an optimal sol
 without a solver dependency on the device.
 
 A track is *confirmed* after ``confirm_frames`` matched frames and *leaves* after more than
-``max_missed`` frames without a match. Its label is smoothed: the label with the highest
-sum of scores over its frames (unknown votes too), reported with that label's best frame. A
-sighting whose box touches the frame's edge (the object partly out of view, entering or
-leaving) votes with ``edge_weight`` only, and is the best frame only when there is no whole one.
+``max_missed`` frames without a match. Its label is decided on the whole track, not voted frame
+by frame (temporal ensembling): the class scores and the embeddings of its sightings are
+averaged, weighted by how much of the object each crop shows, and the average goes through the
+recogniser's own post-processing (`CropRecognizer.decide`: retrieval fusion on the mean
+embedding, top-k, similar items), as one photo's outputs would. "Unknown" is decided on the
+track too: the mean over its sightings of the top class score (what the bundle's threshold was
+calibrated on, one image at a time) against that threshold. A frame under the threshold is not a
+vote for "unknown" that outweighs the class its scores still point to, and a frame that scores a
+little lower through compression or blur is evened out by the others.
+
+A sighting counts 1, ``edge_weight`` where its box touches the frame's edge and
+``overlap_weight`` where it overlaps another box of the frame (the crop holds part of another
+object), the product of both where both; a weight of 0 counts only while the track has no
+sighting of more. By default a sighting at the edge counts only then: its box holds part of the
+object (entering or leaving), a view the single-image path never sees and the recogniser names
+worse. On the README's conveyor of val photos, with its frames as generated (before any codec),
+each whole crop names its photo as the photo alone does, while the slivers at the edges tipped
+a close call even at a quarter weight. An object that never shows whole is named from its
+partial sightings. The track's best frame is its best-scoring whole sighting of the decided class.
 
 Why not a tracker library: norfair, motpy and supervision's ByteTrack all pull SciPy (and
 filterpy, rich or matplotlib) onto the device for a Kalman filter and a Hungarian solver;
 none of them uses the embedding the recogniser gives for free for association except
 through a custom distance, and their track lifecycles do not give the confirmation / leave
-events this mode needs. This module is the ~150 lines that do.
+events this mode needs. This module is the ~300 lines that do.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +47,11 @@ from shelfsight.errors import ConfigError
 from ..runtime.postprocess import Recognition
 from .boxes import Box, as_array, iou_matrix
 from .crops import CropResult
+
+#: Turns a track's mean class scores (C,), mean unit-norm embedding (D,) and mean top score into
+#: its `Recognition` (`CropRecognizer.decide`).
+Decide = Callable[[np.ndarray, np.ndarray, float], Recognition]
+MIN_WEIGHT = 1e-6  # what a weight of 0 counts: nothing beside a sighting of weight > 0
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,9 @@ class TrackingOptions:
         confirm_frames: matched frames before a track is confirmed (its first event).
         max_missed: frames without a match after which a track leaves (its last event).
         momentum: share of the old mean embedding kept per matched frame (0..1).
-        edge_weight: vote weight of a sighting at the frame's edge, against 1 for a whole one (0..1).
+        edge_weight: weight in the track's label of a sighting at the frame's edge, against 1 for
+            a whole one (0..1; 0: it counts only while the track has no other).
+        overlap_weight: weight of a sighting whose box overlaps another box of its frame (0..1).
     """
 
     min_iou: float = 0.2
@@ -53,11 +76,13 @@ class TrackingOptions:
     confirm_frames: int = 3
     max_missed: int = 8
     momentum: float = 0.8
-    edge_weight: float = 0.25
+    edge_weight: float = 0.0
+    overlap_weight: float = 0.25
 
     def __post_init__(self) -> None:
         for name, low, high in (("min_iou", 0.0, 1.0), ("min_similarity", -1.0, 1.0), ("iou_weight", 0.0, 1.0),
-                                ("momentum", 0.0, 1.0), ("edge_weight", 0.0, 1.0), ("max_distance", 0.0, float("inf"))):
+                                ("momentum", 0.0, 1.0), ("edge_weight", 0.0, 1.0), ("overlap_weight", 0.0, 1.0),
+                                ("max_distance", 0.0, float("inf"))):
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ConfigError(f"tracking {name} must be {low}..{high}, got {value!r}")
@@ -66,16 +91,47 @@ class TrackingOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"tracking {name} must be a whole number >= {low}, got {value!r}")
 
+    def weight(self, at_edge: bool, overlapping: bool) -> float:
+        """A sighting's weight in its track's label."""
+        return (self.edge_weight if at_edge else 1.0) * (self.overlap_weight if overlapping else 1.0)
+
 
 @dataclass
 class Sighting:
-    """One frame of a track: where it was, what the recogniser said."""
+    """One frame of a track: where it was, what the recogniser said of that crop alone."""
 
     box: Box
     recognition: Recognition
     frame: int
     time: float
-    weight: float = 1.0  # its vote's weight (less where the object is partly out of view)
+    weight: float = 1.0  # its weight in the track's label (less where the object is partly out of view)
+
+
+@dataclass
+class Evidence:
+    """Weighted sums of a track's sightings: class scores (C,), unit-norm embeddings (D,) and top
+    class scores, and their weight."""
+
+    scores: np.ndarray
+    embedding: np.ndarray
+    top_score: float = 0.0
+    weight: float = 0.0
+
+    def add(self, result: CropResult, weight: float) -> None:
+        weight = max(weight, MIN_WEIGHT)
+        self.scores += weight * np.asarray(result.scores, np.float64)
+        self.embedding += weight * np.asarray(result.embedding, np.float64)
+        self.top_score += weight * float(np.max(result.scores))
+        self.weight += weight
+
+    def mean(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(mean class scores, mean embedding made unit-norm, mean top score)."""
+        return ((self.scores / self.weight).astype(np.float32), l2_normalize(self.embedding.astype(np.float32)),
+                self.top_score / self.weight)
+
+    @classmethod
+    def empty_like(cls, result: CropResult) -> "Evidence":
+        return cls(np.zeros(np.shape(result.scores), np.float64), np.zeros(np.shape(result.embedding), np.float64))
 
 
 @dataclass
@@ -85,38 +141,58 @@ class Track:
     id: int
     first: Sighting
     last: Sighting
-    embedding: np.ndarray
+    embedding: np.ndarray  # running mean for association (recent frames count more)
+    decide: Decide = field(repr=False)
     hits: int = 1
     missed: int = 0
     confirmed: bool = False
-    votes: dict[str | None, float] = field(default_factory=dict)
-    best: dict[str | None, Sighting] = field(default_factory=dict)
+    evidence: Evidence | None = None
+    best: dict[int, Sighting] = field(default_factory=dict)  # per class: the best sighting naming it first
     crossings: list[dict] = field(default_factory=list)
     barcode: dict | None = None
     state: dict = field(default_factory=dict)  # per-track state of the stages around the tracker
+    _decided: tuple[int, Recognition] | None = field(default=None, repr=False)
+    _observed: int = field(default=0, repr=False)
 
     @property
     def box(self) -> Box:
         return self.last.box
 
     @property
+    def recognition(self) -> Recognition:
+        """The track's recognition: its sightings' mean outputs through `decide` (once per new sighting)."""
+        if self._decided is None or self._decided[0] != self._observed:
+            self._decided = (self._observed, self.decide(*self.evidence.mean()))
+        return self._decided[1]
+
+    @property
     def label(self) -> str | None:
-        """The smoothed label: highest sum of scores over the track's frames (ties: first seen)."""
-        return max(self.votes, key=self.votes.get)
+        """The track's label (None: unknown)."""
+        return self.recognition.label
 
     @property
     def best_sighting(self) -> Sighting:
-        """The frame with the best score for the smoothed label."""
-        return self.best[self.label]
+        """The best-weighted, best-scoring sighting whose own top class is the track's (any, if none is)."""
+        predictions = self.recognition.predictions
+        best = self.best.get(predictions[0].index) if predictions else None
+        return best or max(self.best.values(), key=_rank, default=self.last)
 
-    def observe(self, sighting: Sighting, embedding: np.ndarray, momentum: float) -> None:
-        label, score = sighting.recognition.label, sighting.recognition.score
-        self.votes[label] = self.votes.get(label, 0.0) + score * sighting.weight
-        best = self.best.get(label)
-        if best is None or (sighting.weight, score) > (best.weight, best.recognition.score):
-            self.best[label] = sighting
+    def observe(self, sighting: Sighting, result: CropResult, momentum: float) -> None:
+        if self.evidence is None or self.evidence.scores.shape != np.shape(result.scores):
+            self.evidence = Evidence.empty_like(result)  # the first sighting, or a reloaded bundle's classes
+        self.evidence.add(result, sighting.weight)
+        predictions = sighting.recognition.predictions
+        if predictions:
+            best = self.best.get(predictions[0].index)
+            if best is None or _rank(sighting) > _rank(best):
+                self.best[predictions[0].index] = sighting
         self.last = sighting
-        self.embedding = l2_normalize(momentum * self.embedding + (1.0 - momentum) * embedding)
+        self._observed += 1
+        self.embedding = l2_normalize(momentum * self.embedding + (1.0 - momentum) * result.embedding)
+
+
+def _rank(sighting: Sighting) -> tuple[float, float]:
+    return sighting.weight, sighting.recognition.score
 
 
 def associate(tracks: list[Track], boxes: list[Box], embeddings: np.ndarray,
@@ -160,18 +236,25 @@ class Tracker:
     repeated; tentative tracks (id 0) that vanish before confirmation leave no trace.
     """
 
-    def __init__(self, options: TrackingOptions | None = None) -> None:
+    def __init__(self, decide: Decide, options: TrackingOptions | None = None) -> None:
+        """Args:
+            decide: a track's recognition from its sightings' mean outputs (`CropRecognizer.decide`).
+            options: matching, confirmation, leaving and the sightings' weights.
+        """
+        self.decide = decide
         self.options = options or TrackingOptions()
         self.tracks: list[Track] = []
         self.opened = self.closed = 0
 
     def update(self, boxes: list[Box], results: list[CropResult], frame: int, time: float,
-               at_edge: list[bool] | None = None) -> TrackUpdate:
-        """One frame's boxes and their crops' results (``at_edge``: which boxes touch the frame's edge)."""
+               at_edge: list[bool] | None = None, overlapping: list[bool] | None = None) -> TrackUpdate:
+        """One frame's boxes and their crops' results (``at_edge``: which boxes touch the frame's
+        edge; ``overlapping``: which overlap another box of the frame)."""
         if len(boxes) != len(results):
             raise ValueError(f"{len(boxes)} boxes for {len(results)} crop results")
-        weights = [self.options.edge_weight if edge else 1.0 for edge in (at_edge or [False] * len(boxes))]
         o = self.options
+        weights = [o.weight(edge, overlap) for edge, overlap in zip(at_edge or [False] * len(boxes),
+                                                                     overlapping or [False] * len(boxes))]
         embeddings = np.stack([r.embedding for r in results]) if results else np.zeros((0, 0), np.float32)
         pairs = associate(self.tracks, boxes, embeddings, o)
         matched_tracks = {t for t, _ in pairs}
@@ -179,8 +262,7 @@ class Tracker:
         seen, confirmed = [], []
         for t, b in pairs:
             track = self.tracks[t]
-            track.observe(Sighting(boxes[b], results[b].recognition, frame, time, weights[b]), results[b].embedding,
-                          o.momentum)
+            track.observe(Sighting(boxes[b], results[b].recognition, frame, time, weights[b]), results[b], o.momentum)
             track.hits += 1
             track.missed = 0
             seen.append(track)
@@ -197,8 +279,8 @@ class Tracker:
         for b in range(len(boxes)):
             if b not in matched_boxes:
                 sighting = Sighting(boxes[b], results[b].recognition, frame, time, weights[b])
-                track = Track(0, sighting, sighting, results[b].embedding.astype(np.float32))
-                track.observe(sighting, results[b].embedding, 1.0)
+                track = Track(0, sighting, sighting, results[b].embedding.astype(np.float32), self.decide)
+                track.observe(sighting, results[b], 1.0)
                 kept.append(track)
                 seen.append(track)
         for track in seen:
