@@ -19,8 +19,8 @@ def test_presets_resolve_to_the_documented_options():
     assert model == {"backbone": "efficientnet_lite0", "image_size": 224}
     assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0}
     model, train = resolve("best", {}, {})
-    assert model == {"backbone": "efficientnet_lite2", "image_size": 260}
-    assert train["finetune_epochs"] == 12
+    assert model == {"backbone": "efficientnet_lite0", "image_size": 224}
+    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble_teachers": 2}
     _, train = resolve("fast", {}, {})
     assert train == {"finetune_epochs": 4, "finetune_fraction": 1.0, "warmup_epochs": 0.5}
 
@@ -151,3 +151,28 @@ def test_mix_erasing_and_cosine_scale_flags_reach_the_run(sample_data, tmp_path,
     assert config["model"]["cosine_scale"] == 24.0
     assert load_model(out / "model.keras").get_layer("cosine_scale").scale == 24.0
     assert json.loads(stdout.strip().splitlines()[-1])["run"] == str(out)
+
+
+@pytest.mark.slow
+def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path, monkeypatch):
+    """`ensemble_teachers=2` (the best preset): seeds S and S+1 train into OUT/teachers/, then the
+    student in OUT distils exactly those two runs, with seed S."""
+    from shelfsight.training import trainer
+    from shelfsight.training.options import ModelOptions, TrainOptions
+
+    seen = []
+    real = trainer.teacher_scores
+    monkeypatch.setattr(trainer, "teacher_scores", lambda t, *a, **k: (seen.append(str(t)), real(t, *a, **k))[1])
+    out = tmp_path / "best"
+    trainer.train(sample_data, out, ModelOptions(image_size=96, embedding_dim=16, weights="none"),
+                  TrainOptions(head_epochs=2, finetune_epochs=0, ensemble_teachers=2, seed=5, catalog_images=False),
+                  progress=False)
+    members = [str(out / "teachers" / "seed-5"), str(out / "teachers" / "seed-6")]
+    assert seen == members
+    for member, seed in zip(members, (5, 6)):
+        config = json.loads((tmp_path / member / "config.json").read_text())
+        assert (config["train"]["seed"], config["train"]["ensemble_teachers"], config["train"]["teacher"]) == (seed, 0, None)
+    student = json.loads((out / "config.json").read_text())["train"]
+    assert (student["seed"], student["teacher"]) == (5, members)
+    with pytest.raises(ConfigError, match="ensemble teachers: 0 or at least 2"):
+        TrainOptions(ensemble_teachers=1)

@@ -34,6 +34,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--teacher", type=click.Path(), multiple=True,
               help="A training run to distil (its scores are soft targets); repeat for an ensemble (scores averaged).")
 @click.option("--distill-weight", type=float, help="Share of the target from the teacher (default 0.5).")
+@click.option("--ensemble-teachers", type=int,
+              help="[preset] Train this many seeds of the recipe first and distil their ensemble (0: none).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--lr", "finetune_lr", type=float, help="Stage 2 peak learning rate (default 3e-4).")
 @click.option("--label-smoothing", type=float, help="Label smoothing (default 0.1).")
@@ -68,7 +70,9 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
                    f"(fraction {to.finetune_fraction}), lr {to.finetune_lr}, EMA {to.ema_momentum}"
                    + (f", {to.mix} (alpha {to.mix_alpha})" if to.mix != "none" else "")
                    + (f", random erasing {to.erasing}" if to.erasing else "")
-                   + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else ""), err=True)
+                   + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else "")
+                   + (f", distilling an ensemble of {to.ensemble_teachers} seeds trained first"
+                      if to.ensemble_teachers and not to.teachers else ""), err=True)
     metrics = run_training(data, out, mo, to, progress=progress)
     val = metrics.get("val")
     summary = {"run": out, "preset": preset, "wall_time_s": metrics["wall_time_s"]}

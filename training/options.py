@@ -77,6 +77,10 @@ class TrainOptions:
         teacher: a training run, or several (an ensemble: their scores are averaged), whose
             class scores (cached once) are soft targets.
         distill_weight: share of the target taken from the teacher (0..1).
+        ensemble_teachers: with no ``teacher``, first train this many runs of the same recipe
+            (seeds ``seed``, ``seed + 1``, ...) into ``OUT/teachers/`` and distil their ensemble
+            (0: none). A self-ensemble teaches what one seed missed, and the device keeps one
+            model of the student's size.
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
         erasing: probability of random erasing (a grey rectangle, 2-25% of the image) per image.
         mix: "none", "mixup" or "cutmix" within each batch; ``mix_alpha`` is its Beta(a, a).
@@ -96,6 +100,7 @@ class TrainOptions:
     catalog_images: bool = True
     teacher: str | tuple[str, ...] | None = None
     distill_weight: float = 0.5
+    ensemble_teachers: int = 0
     augment: bool = True
     erasing: float = 0.0
     mix: str = "none"
@@ -140,6 +145,8 @@ class TrainOptions:
         for run in self.teachers:
             if not is_run(run):
                 raise ConfigError(f"teacher {run}: not a training run (no model.keras)")
+        if self.ensemble_teachers < 0 or self.ensemble_teachers == 1:
+            raise ConfigError(f"ensemble teachers: 0 or at least 2, got {self.ensemble_teachers}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.mixed_precision not in ("auto", "on", "off"):

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +181,36 @@ def _fine_tune(pm: ProductModel, tr: LoadedImages, va: LoadedImages | None, y_tr
                                                      "ema_momentum": momentum}
 
 
+TEACHERS_DIR = "teachers"
+
+
 def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_options: TrainOptions,
           progress: bool = True) -> dict[str, Any]:
-    """Train a product model on ``data`` and write the run directory ``out``.
+    """Train a product model on ``data`` and write the run directory ``out``; with
+    ``ensemble_teachers``, first the teacher runs (``out/teachers/seed-N``) it distils.
 
     Returns:
         The metrics dict also written to metrics.json.
     Raises:
         DatasetError: unreadable dataset; ModelError: backbone or weights problems.
     """
+    if train_options.ensemble_teachers and not train_options.teachers:
+        members = []
+        for i in range(train_options.ensemble_teachers):
+            seed = train_options.seed + i
+            member = Path(out) / TEACHERS_DIR / f"seed-{seed}"
+            if progress:
+                print(f"teacher {i + 1}/{train_options.ensemble_teachers}: seed {seed} -> {member}", flush=True)
+            _train_one(data, member, model_options, replace(train_options, seed=seed, ensemble_teachers=0), progress)
+            members.append(str(member))
+        if progress:
+            print(f"student: distils the ensemble of {len(members)} teachers -> {out}", flush=True)
+        train_options = replace(train_options, teacher=tuple(members))
+    return _train_one(data, out, model_options, train_options, progress)
+
+
+def _train_one(data: str | Path, out: str | Path, model_options: ModelOptions, train_options: TrainOptions,
+               progress: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
     strategy = distribution_strategy()  # first: multi-worker collectives must be set up before other TF work
     chief = is_chief(strategy)
