@@ -5,6 +5,7 @@ Screenshots of each page go to the test's tmp dir (and to $SHELFSIGHT_KIOSK_SCRE
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,7 +148,8 @@ def test_the_page_shows_the_product_in_its_top3_within_2_s_and_a_tap_writes_one_
     assert time.monotonic() - started < 2.0
     assert page.locator(".candidate").count() == 3
     assert page.locator("#prompt").inner_text() == "Is this your product?"
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=2000)  # the live view
+    page.wait_for_function("window.__kiosk.viewFrames > 0", timeout=2000)  # the live view
+    assert page.evaluate("document.getElementById('live').videoWidth") > 0  # drawn as video frames in Chromium
     _shot(page, tmp_path, "kiosk")
 
     page.click(f'.candidate[data-item="{item}"]')
@@ -450,30 +452,87 @@ def test_chromium_draws_a_live_view_frame_when_it_arrives_not_a_frame_later(brow
     app = web.Application()
     app.router.add_get("/", lambda r: web.Response(text=page_html, content_type="text/html"))
     app.router.add_get("/stream.mjpg", stream)
-    runner = web.AppRunner(app)
+    with _served(app) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.evaluate("document.getElementById('live').src = '/stream.mjpg'")
+        page.wait_for_function("window.seen.length >= 7", timeout=10_000)
+        seen = page.evaluate("window.seen")
+        page.close()
+    delays = [shown - at for shown, at in zip(seen, sent)]
+    assert max(delays[1:]) < 0.15, delays  # the first includes the page's own start
+
+
+def test_the_pages_video_live_view_draws_every_part_however_the_stream_is_cut(browser):
+    """The page's own MJPEG reader (fetch, ImageDecoder, a video track): a preamble, parts cut
+    into 7-byte writes; each frame is drawn, the last one without waiting for a next part."""
+    import asyncio
+
+    import cv2
+    import numpy as np
+    from aiohttp import web
+
+    from shelfsight.edge.kiosk.app import PART, STATIC
+
+    levels = (255, 0, 255, 0, 255)
+    frames = [cv2.imencode(".jpg", np.full((24, 32, 3), v, np.uint8))[1].tobytes() for v in levels]
+
+    async def stream(request):
+        response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame"})
+        await response.prepare(request)
+        data = b"\r\n" + PART + b"".join(f + PART for f in frames)  # a ping before the first part, as the kiosk's
+        for at in range(0, len(data), 7):
+            await response.write(data[at:at + 7])
+            await asyncio.sleep(0.002)
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.05)  # held open: no next part comes
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", lambda r: web.FileResponse(STATIC / "kiosk.html"))
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/stream.mjpg", stream)
+    with _served(app) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function(f"window.__kiosk.viewFrames >= {len(frames)}", timeout=10_000)
+        time.sleep(0.3)
+        assert page.evaluate("window.__kiosk.viewFrames") == len(frames)
+        white = page.evaluate("""() => {
+            const video = document.getElementById("live");
+            const c = document.createElement("canvas");
+            c.width = c.height = 4;
+            c.getContext("2d").drawImage(video, 0, 0, 4, 4);
+            return c.getContext("2d").getImageData(2, 2, 1, 1).data[0];
+        }""")
+        page.close()
+    assert white > 200  # the last frame on screen
+
+
+@contextlib.contextmanager
+def _served(app):
+    """``app`` on a loopback port from a thread of its own (Playwright's sync API holds this
+    thread's loop); yields its URL."""
+    import asyncio
+
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
 
     async def start():
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
 
-    loop = asyncio.new_event_loop()  # in a thread: Playwright's sync API holds this thread's loop
+    loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    port = runner.addresses[0][1]
     try:
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.evaluate("document.getElementById('live').src = '/stream.mjpg'")
-        page.wait_for_function("window.seen.length >= 7", timeout=10_000)
-        seen = page.evaluate("window.seen")
-        page.close()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-    delays = [shown - at for shown, at in zip(seen, sent)]
-    assert max(delays[1:]) < 0.15, delays  # the first includes the page's own start
 
 
 def test_a_hidden_page_streams_nothing_and_picks_up_again_when_shown(kiosk, product, browser):
@@ -503,12 +562,12 @@ def test_a_hidden_page_streams_nothing_and_picks_up_again_when_shown(kiosk, prod
     until({"streams": 1, "listeners": 1})
     show(True)  # a screen saver, another app in front
     until({"streams": 0, "listeners": 0})
-    encoded = station.view.encoded
+    encoded, drawn = station.view.encoded, page.evaluate("window.__kiosk.viewFrames")
     time.sleep(1.5)  # longer than the page's reconnect delay
     assert station.view.encoded == encoded and screens() == {"streams": 0, "listeners": 0}
     show(False)
     until({"streams": 1, "listeners": 1})
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=3000)
+    page.wait_for_function(f"window.__kiosk.viewFrames > {drawn}", timeout=3000)  # the live view again
     frame = page.evaluate("window.__kiosk.state.frame")
     page.wait_for_function(f"window.__kiosk.state.frame > {frame}", timeout=3000)  # answers flow again
     assert station.view.encoded > encoded
@@ -557,4 +616,7 @@ def test_the_latency_tool_reports_latency_and_the_uis_cpu_with_and_without_a_deb
     plain = cpu["plain_browser"]
     for figures in (cpu, plain):  # each rounded to 0.1 on its own
         assert abs(figures["ui_total"] - figures["ui_server_side"] - figures["browser"]) <= 0.151
+        assert "renderer" in figures["browser_by_process"]
+        assert abs(sum(figures["browser_by_process"].values()) - figures["browser"]) <= 0.05 * 6
+    assert report["live_view_element"] == "video" and report["live_view_drawn_fps"] > 0
     assert plain["live_view_fps"] > 0 and plain["browser"] > 0  # the plain browser showed the page

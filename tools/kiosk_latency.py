@@ -10,7 +10,9 @@ event and the page's drawing. CPU: this process (recogniser, live-view encoding,
 ``--seconds`` with no screen, then the same with the page open at ``--view-fps``, plus the
 browser's own processes; each as % of one core. Measured twice: with the Playwright-driven
 browser (whose debugger connection costs it some CPU of its own), and with a plain headless
-Chromium showing the page, as on a kiosk. An image source is turned into a still video.
+Chromium showing the page, as on a kiosk; the browser's CPU also by Chromium process type
+(browser, renderer, gpu-process, utility). The live view's frames drawn a second are counted by the
+page (Playwright run). An image source is turned into a still video.
 Needs playwright (the [dev] extra) and a Chromium.
 """
 from __future__ import annotations
@@ -29,26 +31,38 @@ import numpy as np
 import psutil
 
 
-def _cpu_while_viewed(me, browsers, station, seconds: float) -> tuple[float, float, float]:
-    """(this process's CPU, the browser's CPU, in % of one core; live view frames encoded per
-    second) over ``seconds`` of the page being shown."""
-    cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_seconds(browsers), time.perf_counter()
+def _cpu_while_viewed(me, browsers, station, seconds: float) -> tuple[float, dict[str, float], float]:
+    """(this process's CPU, the browser's CPU by Chromium process type, in % of one core; live
+    view frames encoded per second) over ``seconds`` of the page being shown."""
+    cpu0, bcpu0, t0 = _cpu_seconds([me]), _cpu_by_kind(browsers), time.perf_counter()
     e0 = station.view.encoded
     time.sleep(seconds)
     elapsed = time.perf_counter() - t0
-    return ((_cpu_seconds([me]) - cpu0) / elapsed * 100.0, (_cpu_seconds(browsers) - bcpu0) / elapsed * 100.0,
-            (station.view.encoded - e0) / elapsed)
+    bcpu1 = _cpu_by_kind(browsers)
+    by_kind = {kind: (bcpu1[kind] - bcpu0.get(kind, 0.0)) / elapsed * 100.0 for kind in sorted(bcpu1)}
+    return (_cpu_seconds([me]) - cpu0) / elapsed * 100.0, by_kind, (station.view.encoded - e0) / elapsed
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
+    return sum(_cpu_by_kind(processes).values())
+
+
+def _cpu_by_kind(processes: list[psutil.Process]) -> dict[str, float]:
+    """CPU seconds of ``processes`` by Chromium process type (``--type=``: renderer, gpu-process,
+    utility, zygote; "browser" for the main process and any other)."""
+    totals: dict[str, float] = {}
     for p in processes:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            kind = next((a.split("=", 1)[1] for a in p.cmdline() if a.startswith("--type=")), "browser")
         except psutil.Error:
-            pass
-    return total
+            continue
+        totals[kind] = totals.get(kind, 0.0) + t.user + t.system
+    return totals
+
+
+def _shares(by_kind: dict[str, float]) -> dict[str, float]:
+    return {kind: round(pct, 1) for kind, pct in by_kind.items() if kind != "zygote" or pct >= 0.05}
 
 
 def _browser_processes() -> list[psutil.Process]:
@@ -94,14 +108,19 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
             page.wait_for_selector(".candidate", timeout=10_000)
             time.sleep(warmup_s)
             page.evaluate("window.__kiosk.rendered = []")
-            viewed, browser_cpu, view_fps_measured = _cpu_while_viewed(me, _browser_processes(), station, seconds)
+            drawn = "window.__kiosk.viewFrames ?? null"  # null: a page that does not count them
+            drawn0, t0 = page.evaluate(drawn), time.perf_counter()
+            viewed, browser_kinds, view_fps_measured = _cpu_while_viewed(me, _browser_processes(), station, seconds)
+            drawn1 = page.evaluate(drawn)
+            drawn_fps = None if drawn0 is None else round((drawn1 - drawn0) / (time.perf_counter() - t0), 2)
+            live_view = page.evaluate("document.getElementById('live').tagName.toLowerCase()")
             rendered = page.evaluate("window.__kiosk.rendered")
             browser.close()
         plain = _plain_browser(chromium, server.url, work / "profile")
         try:
             time.sleep(warmup_s + 2.0)  # start, load, connect
             root = psutil.Process(plain.pid)
-            viewed_plain, plain_cpu, plain_fps = _cpu_while_viewed(
+            viewed_plain, plain_kinds, plain_fps = _cpu_while_viewed(
                 me, [root, *root.children(recursive=True)], station, seconds)
         finally:
             plain.terminate()
@@ -109,6 +128,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
             shutil.rmtree(work / "profile", ignore_errors=True)  # the browser's profile: megabytes
         latency = np.array([(r["shown"] - r["captured"]) * 1000.0 for r in rendered])
         rates = station.view.rates()
+        browser_cpu, plain_cpu = sum(browser_kinds.values()), sum(plain_kinds.values())
     finally:
         server.close()
         station.stop()
@@ -121,13 +141,16 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
                        "max": round(float(latency.max()), 1)} if len(latency) else None,
         "capture_to_answer_ms": {"p50": rates["answer_p50_ms"], "p95": rates["answer_p95_ms"]},
         "inference_p50_ms": rates["inference_p50_ms"],
-        "live_view_fps": round(view_fps_measured, 2), "frames_encoded_without_screen": encoded_before,
+        "live_view_fps": round(view_fps_measured, 2), "live_view_drawn_fps": drawn_fps,
+        "live_view_element": live_view, "frames_encoded_without_screen": encoded_before,
         "cpu_pct_of_one_core": {"kiosk_process_no_screen": round(alone, 1), "kiosk_process_with_screen": round(viewed, 1),
                                 "ui_server_side": round(viewed - alone, 1), "browser": round(browser_cpu, 1),
+                                "browser_by_process": _shares(browser_kinds),
                                 "ui_total": round(viewed - alone + browser_cpu, 1),
                                 "plain_browser": {"kiosk_process_with_screen": round(viewed_plain, 1),
                                                   "ui_server_side": round(viewed_plain - alone, 1),
                                                   "browser": round(plain_cpu, 1),
+                                                  "browser_by_process": _shares(plain_kinds),
                                                   "ui_total": round(viewed_plain - alone + plain_cpu, 1),
                                                   "live_view_fps": round(plain_fps, 2)}},
         "device": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
