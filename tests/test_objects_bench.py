@@ -15,8 +15,9 @@ def _truth(items, frames):
     return {"size": [320, 240], "items": items, "frames": frames}
 
 
-def _left(track_id, frame, box, label="Kiwi", crossings=1, barcode=None):
+def _left(track_id, frame, box, label="Kiwi", crossings=1, barcode=None, top1=None):
     return {"kind": "object_left", "track_id": track_id, "best_frame": frame, "best_box": box, "label": label,
+            "predictions": [{"label": top1 or label, "score": 0.5}],
             "crossings": [{"direction": "forward"}] * crossings, "barcode": barcode}
 
 
@@ -36,10 +37,12 @@ def test_tracks_are_scored_against_the_items_they_follow():
     events = [_left(1, 0, [0, 0, 10, 10], "Kiwi", 1, {"value": "1", "agreement": "agree"}),
               _left(2, 0, [51, 0, 10, 10], "Kiwi", 2, {"value": "2", "agreement": "mismatch"}),
               _left(3, 1, [100, 100, 10, 10], "Lime", 1),  # follows no item
+              _left(4, 1, [0, 0, 10, 10], None, 0, top1="Lime"),  # "unknown", its top class right
               {"kind": "object_confirmed", "track_id": 1}]
     truth = _truth(items, frames)
-    assert bench.items_of_tracks(events, truth) == {1: 0, 2: 1, 3: None}
-    assert bench.label_accuracy(events, truth) == {"items": 3, "tracked": 2, "right": 1, "accuracy": 1 / 3,
+    assert bench.items_of_tracks(events, truth) == {1: 0, 2: 1, 3: None, 4: 2}
+    assert bench.label_accuracy(events, truth) == {"items": 3, "tracked": 3, "right": 1, "accuracy": 1 / 3,
+                                                   "right_top1": 2, "accuracy_top1": 2 / 3, "unknown": 1,
                                                    "tracks_without_item": 1}
     assert bench.count_error(events, truth) == {"items": 3, "counted": 4, "missed": 1, "double_counted": 2}
     assert bench.per_sku_error(Counter({("Kiwi", "forward"): 3, ("Lime", "forward"): 1}), truth) == 3
@@ -60,13 +63,14 @@ def test_a_tiny_run_writes_the_table_and_its_json(tmp_path):
     assert {k: report["conveyor_count"][k] for k in ("items", "missed", "double_counted")} == {
         "items": 4, "missed": 0, "double_counted": 0}
     assert {k: report["val_labels"][k] for k in ("items", "tracked", "size")} == {"items": 3, "tracked": 3, "size": 224}
+    assert report["val_labels_uncompressed"]["items"] == 3
     assert report["barcodes"]["decoded"] == 2 and report["barcodes"]["symbologies"] == {"QR": 1, "EAN_8": 1}
     assert report["fps"]["frames"] == 10 and report["threads"] == 1 and "cpu_model" in report["device"]
     assert sorted(p.name for p in (out / "videos").iterdir()) == [
         f"{name}.avi{suffix}" for name in ("barcodes", "conveyor", "counter", "labels", "steady")
         for suffix in ("", ".json")]
     table = (out / "objects.md").read_text()
-    assert table.startswith("| metric | target | measured | |\n") and table.count("\n") == 9
+    assert table.startswith("| metric | target | measured | |\n") and table.count("\n") == 10
     assert "| conveyor count error (4 items) | 0 missed, 0 double-counted | 0 missed, 0 double-counted" in table
     assert result.output.strip() == table.strip()
 
