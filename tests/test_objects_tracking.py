@@ -84,6 +84,16 @@ def test_by_default_a_sighting_at_the_edge_counts_only_while_the_track_has_no_wh
         TrackingOptions(overlap_weight=1.5)
 
 
+def test_sightings_at_the_edge_change_nothing_once_there_is_a_whole_one():
+    """Regression: at a weight of 1e-6 instead of none, a track whose whole crops all scored the
+    threshold exactly (an int8 model's scores are steps of 1/256) fell under it by 1e-10."""
+    at_threshold = [THRESHOLD, 0.3, 0.3]
+    track = _track([([0.3, 0.2, 0.1], True, False)] + [(at_threshold, False, False)] * 3
+                   + [([0.1, 0.1, 0.1], True, False)])
+    assert track.evidence.mean()[2] == float(np.float32(THRESHOLD))
+    assert track.label == "a"
+
+
 def test_overlapping_boxes_share_pixels_touching_ones_do_not():
     boxes = [Box(0, 0, 10, 10), Box(10, 0, 10, 10), Box(15, 5, 10, 10), Box(50, 50, 5, 5)]
     assert overlapping(boxes) == [False, True, True, False]
@@ -97,7 +107,7 @@ def test_a_reloaded_bundle_with_other_classes_starts_the_tracks_mean_again():
     four = np.array([0.1, 0.1, 0.7, 0.1], np.float32)
     tracker.update([box], [CropResult(_result([0.1, 0.1, 0.8]).recognition, EMBEDDING, four)], 1, 1.0)
     (track,) = tracker.tracks
-    np.testing.assert_allclose(track.evidence.scores, four, atol=1e-6)
+    np.testing.assert_allclose(track.evidence.scores, [four, np.zeros(4)], atol=1e-6)
 
 
 def test_bundle_crops_decide_a_track_of_one_crop_as_that_crop_alone(tmp_path):

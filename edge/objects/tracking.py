@@ -51,7 +51,6 @@ from .crops import CropResult
 #: Turns a track's mean class scores (C,), mean unit-norm embedding (D,) and mean top score into
 #: its `Recognition` (`CropRecognizer.decide`).
 Decide = Callable[[np.ndarray, np.ndarray, float], Recognition]
-MIN_WEIGHT = 1e-6  # what a weight of 0 counts: nothing beside a sighting of weight > 0
 
 
 @dataclass(frozen=True)
@@ -109,29 +108,31 @@ class Sighting:
 
 @dataclass
 class Evidence:
-    """Weighted sums of a track's sightings: class scores (C,), unit-norm embeddings (D,) and top
-    class scores, and their weight."""
+    """Sums over a track's sightings of their class scores (C,), unit-norm embeddings (D,) and top
+    class scores: row 0 weighted, of the sightings of weight > 0; row 1 plain, of those of weight 0,
+    which make the mean only while there is no other."""
 
-    scores: np.ndarray
-    embedding: np.ndarray
-    top_score: float = 0.0
-    weight: float = 0.0
+    scores: np.ndarray  # (2, C)
+    embedding: np.ndarray  # (2, D)
+    top_score: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    weight: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
     def add(self, result: CropResult, weight: float) -> None:
-        weight = max(weight, MIN_WEIGHT)
-        self.scores += weight * np.asarray(result.scores, np.float64)
-        self.embedding += weight * np.asarray(result.embedding, np.float64)
-        self.top_score += weight * float(np.max(result.scores))
-        self.weight += weight
+        row, weight = (0, weight) if weight > 0 else (1, 1.0)
+        self.scores[row] += weight * np.asarray(result.scores, np.float64)
+        self.embedding[row] += weight * np.asarray(result.embedding, np.float64)
+        self.top_score[row] += weight * float(np.max(result.scores))
+        self.weight[row] += weight
 
     def mean(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(mean class scores, mean embedding made unit-norm, mean top score)."""
-        return ((self.scores / self.weight).astype(np.float32), l2_normalize(self.embedding.astype(np.float32)),
-                self.top_score / self.weight)
+        row = 0 if self.weight[0] > 0 else 1
+        return ((self.scores[row] / self.weight[row]).astype(np.float32),
+                l2_normalize(self.embedding[row].astype(np.float32)), float(self.top_score[row] / self.weight[row]))
 
     @classmethod
     def empty_like(cls, result: CropResult) -> "Evidence":
-        return cls(np.zeros(np.shape(result.scores), np.float64), np.zeros(np.shape(result.embedding), np.float64))
+        return cls(np.zeros((2, np.size(result.scores))), np.zeros((2, np.size(result.embedding))))
 
 
 @dataclass
@@ -178,7 +179,7 @@ class Track:
         return best or max(self.best.values(), key=_rank, default=self.last)
 
     def observe(self, sighting: Sighting, result: CropResult, momentum: float) -> None:
-        if self.evidence is None or self.evidence.scores.shape != np.shape(result.scores):
+        if self.evidence is None or self.evidence.scores.shape[1] != np.size(result.scores):
             self.evidence = Evidence.empty_like(result)  # the first sighting, or a reloaded bundle's classes
         self.evidence.add(result, sighting.weight)
         predictions = sighting.recognition.predictions
