@@ -7,7 +7,8 @@ Runs the kiosk in this process on a loopback port with a headless Chromium (Play
 the page. Latency: each state the page renders carries its frame's capture time; the page notes
 when it drew it (one clock: same machine), so the figure covers the run loop, the server-sent
 event and the page's drawing. CPU: this process (recogniser, live-view encoding, server) over
-``--seconds`` with no screen, then the same with the page open at ``--view-fps``, plus the
+``--seconds`` with no screen (before and after the screens, averaged: the machine's other load
+drifts), then the same with the page open at ``--view-fps``, plus the
 browser's own processes; each as % of one core. Measured twice: with the Playwright-driven
 browser (whose debugger connection costs it some CPU of its own), and with a plain headless
 Chromium showing the page, as on a kiosk; the browser's CPU also by Chromium process type
@@ -41,6 +42,13 @@ def _cpu_while_viewed(me, browsers, station, seconds: float) -> tuple[float, dic
     bcpu1 = _cpu_by_kind(browsers)
     by_kind = {kind: (bcpu1[kind] - bcpu0.get(kind, 0.0)) / elapsed * 100.0 for kind in sorted(bcpu1)}
     return (_cpu_seconds([me]) - cpu0) / elapsed * 100.0, by_kind, (station.view.encoded - e0) / elapsed
+
+
+def _cpu_alone(me: psutil.Process, seconds: float) -> float:
+    """This process's CPU in % of one core over ``seconds`` with no screen."""
+    cpu0, t0 = _cpu_seconds([me]), time.perf_counter()
+    time.sleep(seconds)
+    return (_cpu_seconds([me]) - cpu0) / (time.perf_counter() - t0) * 100.0
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -97,9 +105,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
     server = BackgroundServer(station).start()
     try:
         time.sleep(warmup_s)
-        cpu0, t0 = _cpu_seconds([me]), time.perf_counter()
-        time.sleep(seconds)
-        alone = (_cpu_seconds([me]) - cpu0) / (time.perf_counter() - t0) * 100.0
+        alone_before = _cpu_alone(me, seconds)
         encoded_before = station.view.encoded
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium)
@@ -126,6 +132,9 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
             plain.terminate()
             plain.wait(10)
             shutil.rmtree(work / "profile", ignore_errors=True)  # the browser's profile: megabytes
+        time.sleep(1.0)  # the stream's end
+        alone_after = _cpu_alone(me, seconds)
+        alone = (alone_before + alone_after) / 2  # the machine's other load drifts: both sides of the screens
         latency = np.array([(r["shown"] - r["captured"]) * 1000.0 for r in rendered])
         rates = station.view.rates()
         browser_cpu, plain_cpu = sum(browser_kinds.values()), sum(plain_kinds.values())
@@ -143,7 +152,9 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
         "inference_p50_ms": rates["inference_p50_ms"],
         "live_view_fps": round(view_fps_measured, 2), "live_view_drawn_fps": drawn_fps,
         "live_view_element": live_view, "frames_encoded_without_screen": encoded_before,
-        "cpu_pct_of_one_core": {"kiosk_process_no_screen": round(alone, 1), "kiosk_process_with_screen": round(viewed, 1),
+        "cpu_pct_of_one_core": {"kiosk_process_no_screen": round(alone, 1),
+                                "kiosk_process_no_screen_before_after": [round(alone_before, 1), round(alone_after, 1)],
+                                "kiosk_process_with_screen": round(viewed, 1),
                                 "ui_server_side": round(viewed - alone, 1), "browser": round(browser_cpu, 1),
                                 "browser_by_process": _shares(browser_kinds),
                                 "ui_total": round(viewed - alone + browser_cpu, 1),

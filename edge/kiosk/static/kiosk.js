@@ -1,11 +1,11 @@
 // The shopper's page: live view (MJPEG), the top-3 from server-sent events, taps, "none of these".
 // Plain JavaScript, no build step, nothing fetched from outside the device.
 //
-// The live view: where the browser has ImageDecoder and MediaStreamTrackGenerator (Chromium), the
-// MJPEG stream is read with fetch and each JPEG goes to a <video> as a video frame, so the
-// compositor shows it as it shows a camera: no style, paint or raster of the page per frame (about
-// a third less of the browser's CPU than an MJPEG <img>; README "Kiosk"). Elsewhere the <video> is
-// swapped for an <img> showing the same stream.
+// The live view: where the browser has ImageDecoder (WebCodecs), the MJPEG stream is read with
+// fetch and each JPEG decoded and drawn on a desynchronized 2D canvas, which goes to the compositor
+// on its own: no style, paint or raster of the page per frame (about a third less of the browser's
+// CPU than an MJPEG <img>; README "Kiosk"). Elsewhere the canvas is swapped for an <img> showing
+// the same stream.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -20,8 +20,7 @@
 
   // ---- live view: reconnect when the stream ends or fails, unless the page is hidden ----
   const again = () => setTimeout(() => { if (!document.hidden) view.start(); }, 1000);
-  const view = ("ImageDecoder" in window && "MediaStreamTrackGenerator" in window) ? videoView($("live"))
-    : imgView($("live"));
+  const view = "ImageDecoder" in window ? canvasView($("live")) : imgView($("live"));
 
   // ---- answers ----
   let events = null;
@@ -44,12 +43,10 @@
     }
   });
 
-  // The MJPEG stream's frames as video frames: the newest JPEG waits while one decodes (a slow
+  // The MJPEG stream's frames drawn on the canvas: the newest JPEG waits while one decodes (a slow
   // screen skips frames, it never falls behind).
-  function videoView(video) {
-    const track = new MediaStreamTrackGenerator({ kind: "video" });
-    const writer = track.writable.getWriter();
-    video.srcObject = new MediaStream([track]);
+  function canvasView(canvas) {
+    const context = canvas.getContext("2d", { alpha: false, desynchronized: true });
     let reading = null;      // the AbortController of the stream being read
     let waiting = null;      // the newest JPEG not yet decoded
     let decoding = false;
@@ -58,7 +55,13 @@
       try {
         const decoder = new ImageDecoder({ data: jpeg, type: "image/jpeg" });
         try {
-          await writer.write((await decoder.decode()).image);  // the track closes the frame
+          const frame = (await decoder.decode()).image;
+          if (canvas.width !== frame.displayWidth || canvas.height !== frame.displayHeight) {
+            canvas.width = frame.displayWidth;
+            canvas.height = frame.displayHeight;
+          }
+          context.drawImage(frame, 0, 0);
+          frame.close();
           kiosk.viewFrames += 1;
         } finally { decoder.close(); }
       } catch (e) { /* an unreadable frame: the next one replaces it */ }
@@ -133,12 +136,12 @@
 
   // The stream in an <img> (browsers without ImageDecoder). Changing an <img>'s src does not end its
   // MJPEG download in Chromium; window.stop() does.
-  function imgView(video) {
+  function imgView(canvas) {
     const img = document.createElement("img");
     img.id = "live";
     img.className = "live";
-    img.alt = video.getAttribute("aria-label");
-    video.replaceWith(img);
+    img.alt = canvas.getAttribute("aria-label");
+    canvas.replaceWith(img);
     img.addEventListener("load", () => { kiosk.viewFrames += 1; });
     img.addEventListener("error", again);
     const start = () => { img.src = "/stream.mjpg?t=" + Date.now(); };
