@@ -78,3 +78,18 @@ def test_bad_mix_options_are_config_errors(kw):
 
     with pytest.raises(ConfigError):
         TrainOptions(**kw)
+
+
+def test_jpeg_round_trip_leaves_blocks_only_when_drawn():
+    import cv2
+
+    from shelfsight.training.augment import jpeg_round_trip
+
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.uniform(0, 255, (64, 64, 3)).astype(np.float32), (0, 0), 2.0).round()
+    np.testing.assert_array_equal(jpeg_round_trip(image, 0.0, seed=2).numpy(), image)
+    out = jpeg_round_trip(image, 1.0, seed=2).numpy()
+    assert out.shape == image.shape and out.dtype == np.float32
+    error = np.abs(out - image).mean()
+    assert 0.2 < error < 10, error  # changed, as a JPEG at quality 40-95 changes it, not destroyed
+    assert np.array_equal(out, out.round())  # whole pixel values, as decoded

@@ -79,6 +79,20 @@ def mix_batch(x, y, w, mode: str, alpha: float, seed: int = 0):
     return mixed, lam * y + (1.0 - lam) * yb, lam * w + (1.0 - lam) * wb
 
 
+def jpeg_round_trip(image, probability: float, seed: int = 0, quality=(40, 95)):
+    """With ``probability``, the image JPEG-encoded and decoded at a random quality in
+    ``quality``: the blocks and ringing a camera stream's compression (MJPEG, RTSP) puts on
+    every frame the device sees, and the clean product photos of a catalog never show.
+    Float 0..255 in and out."""
+    image = tf.convert_to_tensor(image, tf.float32)
+
+    def compress():
+        x = tf.image.random_jpeg_quality(tf.cast(tf.round(image), tf.uint8), quality[0], quality[1], seed=seed)
+        return tf.cast(x, tf.float32)
+
+    return tf.cond(tf.random.uniform([], seed=seed + 1) < probability, compress, lambda: image)
+
+
 def rotation_layer(seed: int) -> keras.layers.Layer:
     """Small rotations (about +-10 degrees), applied per batch."""
     return keras.layers.RandomRotation(0.03, fill_mode="reflect", seed=seed)
@@ -95,11 +109,12 @@ def sample_weights(label_ids: np.ndarray, num_classes: int, balance: bool = True
 
 def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, batch_size: int,
                      size: int, augment: bool = True, seed: int = 0, erasing: float = 0.0,
-                     mix: str = "none", mix_alpha: float = 0.2):
+                     mix: str = "none", mix_alpha: float = 0.2, jpeg: float = 0.0):
     """Shuffled, augmented (x, y, sample_weight) batches from uint8 images already at ``size``.
 
-    With ``augment``: the per-image ops of `augment_image`, random erasing with probability
-    ``erasing``, a small rotation per batch, then mixup / cutmix (``mix``) within the batch.
+    With ``augment``: the per-image ops of `augment_image`, a JPEG round trip with probability
+    ``jpeg``, random erasing with probability ``erasing``, a small rotation per batch, then
+    mixup / cutmix (``mix``) within the batch.
     """
     ds = tf.data.Dataset.from_tensor_slices((images, targets.astype(np.float32), weights.astype(np.float32)))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -108,6 +123,7 @@ def training_dataset(images: np.ndarray, targets: np.ndarray, weights: np.ndarra
 
         def per_image(x, t, s):
             x = augment_image(x, size, seed)
+            x = jpeg_round_trip(x, jpeg, seed + 9) if jpeg > 0 else x
             return (random_erasing(x, erasing, seed + 7) if erasing > 0 else x), t, s
 
         ds = ds.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)

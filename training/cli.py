@@ -40,6 +40,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--lr", "finetune_lr", type=float, help="Stage 2 peak learning rate (default 3e-4).")
 @click.option("--label-smoothing", type=float, help="Label smoothing (default 0.1).")
 @click.option("--augment/--no-augment", default=None, help="Augmentation in stage 2 (default: on).")
+@click.option("--jpeg", type=click.FloatRange(0, 1),
+              help="Probability of a JPEG round trip (quality 40-95) per image, as camera streams compress.")
 @click.option("--erasing", type=click.FloatRange(0, 1), help="Random erasing probability per image (default 0).")
 @click.option("--mix", type=click.Choice(["none", "mixup", "cutmix"]), help="Mix images within a batch (default none).")
 @click.option("--mix-alpha", type=float, help="Beta(a, a) of mixup / cutmix (default 0.2).")
@@ -70,6 +72,7 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
                    f"(fraction {to.finetune_fraction}), lr {to.finetune_lr}, EMA {to.ema_momentum}"
                    + (f", {to.mix} (alpha {to.mix_alpha})" if to.mix != "none" else "")
                    + (f", random erasing {to.erasing}" if to.erasing else "")
+                   + (f", JPEG round trips {to.jpeg}" if to.jpeg else "")
                    + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else "")
                    + (f", distilling an ensemble of {to.ensemble_teachers} seeds trained first"
                       if to.ensemble_teachers and not to.teachers else ""), err=True)

@@ -82,6 +82,7 @@ class TrainOptions:
             (0: none). A self-ensemble teaches what one seed missed, and the device keeps one
             model of the student's size.
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
+        jpeg: probability of a JPEG round trip (quality 40-95) per image: camera frames are compressed.
         erasing: probability of random erasing (a grey rectangle, 2-25% of the image) per image.
         mix: "none", "mixup" or "cutmix" within each batch; ``mix_alpha`` is its Beta(a, a).
         patience: early stopping on val accuracy (0: the fixed schedule, the default).
@@ -102,6 +103,7 @@ class TrainOptions:
     distill_weight: float = 0.5
     ensemble_teachers: int = 0
     augment: bool = True
+    jpeg: float = 0.0
     erasing: float = 0.0
     mix: str = "none"
     mix_alpha: float = 0.2
@@ -134,6 +136,8 @@ class TrainOptions:
             raise ConfigError(f"EMA momentum {self.ema_momentum} out of range [0, 1)")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label smoothing {self.label_smoothing} out of range [0, 0.5)")
+        if not 0.0 <= self.jpeg <= 1.0:
+            raise ConfigError(f"JPEG augmentation probability {self.jpeg} out of range [0, 1]")
         if not 0.0 <= self.erasing <= 1.0:
             raise ConfigError(f"erasing probability {self.erasing} out of range [0, 1]")
         if self.mix not in ("none", "mixup", "cutmix"):

@@ -170,7 +170,8 @@ def _fine_tune(pm: ProductModel, tr: LoadedImages, va: LoadedImages | None, y_tr
     with strategy.scope():
         pm.classifier.compile(optimizer=keras.optimizers.Adam(schedule, **ema), loss=loss, metrics=["accuracy"])
     ds = augment.training_dataset(tr.images, y_tr, w_tr, options.batch_size, size, options.augment, options.seed,
-                                  erasing=options.erasing, mix=options.mix, mix_alpha=options.mix_alpha)
+                                  erasing=options.erasing, mix=options.mix, mix_alpha=options.mix_alpha,
+                                  jpeg=options.jpeg)
     val = (va.images.astype(np.float32), keras.utils.to_categorical(va.label_ids, y_tr.shape[1])) if va else None
     callbacks = [EpochProgress("fine-tune", per_epoch, progress)]
     if va is not None and options.patience > 0:
