@@ -149,7 +149,7 @@ def test_the_page_shows_the_product_in_its_top3_within_2_s_and_a_tap_writes_one_
     assert page.locator(".candidate").count() == 3
     assert page.locator("#prompt").inner_text() == "Is this your product?"
     page.wait_for_function("window.__kiosk.viewFrames > 0", timeout=2000)  # the live view
-    assert page.evaluate("document.getElementById('live').width") == 480  # drawn on the canvas in Chromium
+    assert page.evaluate("document.getElementById('live').width") == 320  # drawn on the canvas in Chromium
     _shot(page, tmp_path, "kiosk")
 
     page.click(f'.candidate[data-item="{item}"]')
@@ -409,7 +409,7 @@ def test_each_live_view_frame_is_followed_at_once_by_the_next_parts_headers(kios
     assert len(frames) >= 1
     assert all(f.startswith(b"\xff\xd8") and f.endswith(b"\xff\xd9") for f in frames)
     image = cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (360, 480, 3)  # the 640x480 video at the default 480 px view
+    assert image.shape == (240, 320, 3)  # the 640x480 video at the default 320 px view
 
 
 def test_chromium_draws_a_live_view_frame_when_it_arrives_not_a_frame_later(browser):

@@ -1,7 +1,7 @@
 """Measure the kiosk screen: frame capture -> top-3 on screen latency, and what the UI costs in CPU.
 
     python -m shelfsight.tools.kiosk_latency BUNDLE --source VIDEO_OR_IMAGE [--seconds 10] [--view-fps 15]
-        [--view-width 480] [--chromium /usr/bin/chromium] [--out report.json]
+        [--view-width 320] [--chromium /usr/bin/chromium] [--out report.json]
 
 Runs the kiosk in this process on a loopback port with a headless Chromium (Playwright) showing
 the page. Latency: each state the page renders carries its frame's capture time; the page notes
@@ -86,7 +86,7 @@ def _plain_browser(chromium: str, url: str, profile: Path) -> subprocess.Popen:
 
 
 def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium: str, warmup_s: float = 3.0,
-            view_width: int = 480) -> dict:
+            view_width: int = 320) -> dict:
     from playwright.sync_api import sync_playwright
 
     from shelfsight.edge.kiosk import BackgroundServer, KioskOptions, KioskStation
@@ -176,7 +176,7 @@ def measure(bundle: Path, source: Path, seconds: float, view_fps: int, chromium:
 @click.option("--seconds", type=click.FloatRange(2, 600), default=10.0, show_default=True,
               help="Length of each measuring window.")
 @click.option("--view-fps", type=click.IntRange(1, 30), default=15, show_default=True)
-@click.option("--view-width", type=click.IntRange(64, 4096), default=480, show_default=True,
+@click.option("--view-width", type=click.IntRange(64, 4096), default=320, show_default=True,
               help="Width of the live view in pixels.")
 @click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="The browser to drive.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here (JSON).")

@@ -113,7 +113,7 @@ class Shown:
 class LiveView:
     """The newest frame and the newest answer, and the recent frames a tap may name."""
 
-    def __init__(self, view_width: int = 480, jpeg_quality: int = 75) -> None:
+    def __init__(self, view_width: int = 320, jpeg_quality: int = 75) -> None:
         self.view_width, self.jpeg_quality = view_width, jpeg_quality
         self.frames = Latest()  # Frame
         self.results = Latest()  # Shown

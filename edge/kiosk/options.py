@@ -38,7 +38,7 @@ class KioskOptions:
     teach_after: int = 5
     review: bool = False
     view_fps: int = 15
-    view_width: int = 480
+    view_width: int = 320
     jpeg_quality: int = 75
     confirm_hold_s: float = 2.0
     source_fps: float = 15.0
