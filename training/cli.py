@@ -43,7 +43,7 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--jpeg", type=click.FloatRange(0, 1),
               help="Probability of a JPEG round trip (quality 40-95) per image, as camera streams compress.")
 @click.option("--erasing", type=click.FloatRange(0, 1), help="Random erasing probability per image (default 0).")
-@click.option("--mix", type=click.Choice(["none", "mixup", "cutmix"]), help="Mix images within a batch (default none).")
+@click.option("--mix", type=click.Choice(["none", "mixup", "cutmix"]), help="Mix images within a batch (default mixup).")
 @click.option("--mix-alpha", type=float, help="Beta(a, a) of mixup / cutmix (default 0.2).")
 @click.option("--balance/--no-balance", "balance_classes", default=None, help="Class-balanced weights (default: on).")
 @click.option("--patience", type=int, help="Early stopping on val accuracy (default 0: the fixed schedule).")

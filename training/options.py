@@ -84,7 +84,10 @@ class TrainOptions:
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
         jpeg: probability of a JPEG round trip (quality 40-95) per image: camera frames are compressed.
         erasing: probability of random erasing (a grey rectangle, 2-25% of the image) per image.
-        mix: "none", "mixup" or "cutmix" within each batch; ``mix_alpha`` is its Beta(a, a).
+        mix: "mixup" (default), "cutmix" or "none" within each batch; ``mix_alpha`` is its
+            Beta(a, a). A few thousand photos are learnt by heart within a few epochs (train
+            accuracy 99.5% against 80% val); mixup, the standard regulariser for that, gained
+            2.4 and 3.0 points on Grocery at the fast and balanced schedules (README, Results).
         patience: early stopping on val accuracy (0: the fixed schedule, the default).
         accept_share: share of val accepted by the calibrated "unknown" threshold.
     """
@@ -105,7 +108,7 @@ class TrainOptions:
     augment: bool = True
     jpeg: float = 0.0
     erasing: float = 0.0
-    mix: str = "none"
+    mix: str = "mixup"
     mix_alpha: float = 0.2
     label_smoothing: float = 0.1
     balance_classes: bool = True
