@@ -40,7 +40,7 @@ def test_default_options_are_the_balanced_recipe():
 
     t = TrainOptions()
     assert (t.finetune_epochs, t.finetune_fraction, t.patience, t.ema_momentum, t.catalog_images) == (10, 1.0, 0, 0.99, True)
-    assert (t.mix, t.mix_alpha, t.erasing, t.jpeg) == ("mixup", 0.2, 0.0, 0.0)
+    assert (t.mix, t.mix_alpha, t.erasing, t.jpeg) == ("mixup", 0.2, 0.0, 0.5)
     assert ModelOptions().image_size == 224
     assert ModelOptions(backbone="efficientnet_lite1").image_size == 240
     assert ModelOptions(backbone="efficientnet_lite2").image_size == 260

@@ -41,7 +41,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--label-smoothing", type=float, help="Label smoothing (default 0.1).")
 @click.option("--augment/--no-augment", default=None, help="Augmentation in stage 2 (default: on).")
 @click.option("--jpeg", type=click.FloatRange(0, 1),
-              help="Probability of a JPEG round trip (quality 40-95) per image, as camera streams compress.")
+              help="Probability of a JPEG round trip (quality 40-95) per image, as camera streams compress "
+                   "(default 0.5; 0: off).")
 @click.option("--erasing", type=click.FloatRange(0, 1), help="Random erasing probability per image (default 0).")
 @click.option("--mix", type=click.Choice(["none", "mixup", "cutmix"]), help="Mix images within a batch (default mixup).")
 @click.option("--mix-alpha", type=float, help="Beta(a, a) of mixup / cutmix (default 0.2).")
