@@ -62,13 +62,15 @@ class ObjectStage:
         self._capped = 0
         self._last_frame: Frame | None = None
 
-    def process(self, image: np.ndarray, frame: Frame,
-                origin: tuple[int, int] = (0, 0)) -> tuple[list[dict], str, float]:
+    def process(self, image: np.ndarray, frame: Frame, origin: tuple[int, int] = (0, 0),
+                caption: bool = True) -> tuple[list[dict], str, float]:
         """One frame: ``(events, caption, inference ms)``.
 
         Proposals come from ``image`` (the run's ROI of ``frame``, its top-left corner at
         ``origin``); boxes, tracks, the count line and events are in pixels of the whole frame,
-        and crops (with their margin) are cut from the whole frame.
+        and crops (with their margin) are cut from the whole frame. The caption names every
+        confirmed track in view, which decides each track's label (a search of the index per
+        track): ``caption=False`` (no preview window) skips it and returns "".
         """
         self._last_frame = frame
         boxes = self.proposer.propose(image)
@@ -87,9 +89,9 @@ class ObjectStage:
         events += self._leave(update.left, frame)
         in_view = sum(t.confirmed for t in update.seen)
         self._update_metrics(len(update.confirmed), in_view)
-        caption = f"{in_view} objects: " + ", ".join(f"#{t.id} {t.label or 'unknown'}"
-                                                     for t in update.seen if t.confirmed)
-        return events, caption, float(sum(r.recognition.latency_ms for r in results))
+        text = (f"{in_view} objects: " + ", ".join(f"#{t.id} {t.label or 'unknown'}"
+                                                   for t in update.seen if t.confirmed)) if caption else ""
+        return events, text, float(sum(r.recognition.latency_ms for r in results))
 
     def finish(self) -> list[dict]:
         """The source ended: a "left" event for every confirmed track still open."""

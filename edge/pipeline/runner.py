@@ -100,13 +100,14 @@ class RunOptions:
 class FrameObjects(Protocol):
     """A per-object stage (`shelfsight.edge.objects.ObjectStage`), run instead of the recogniser.
 
-    ``process(image, frame, origin) -> (events, caption, inference ms)``: ``image`` is the
-    ROI of ``frame``, whose top-left corner is at ``origin`` in the frame; ``finish()`` gives
-    the events of the objects still in view when the run ends.
+    ``process(image, frame, origin, caption) -> (events, caption, inference ms)``: ``image`` is
+    the ROI of ``frame``, whose top-left corner is at ``origin`` in the frame; the caption only
+    when ``caption`` (a preview shows it); ``finish()`` gives the events of the objects still in
+    view when the run ends.
     """
 
-    def process(self, image: np.ndarray, frame: Frame,
-                origin: tuple[int, int] = (0, 0)) -> tuple[list[dict], str, float]: ...
+    def process(self, image: np.ndarray, frame: Frame, origin: tuple[int, int] = (0, 0),
+                caption: bool = True) -> tuple[list[dict], str, float]: ...
 
     def finish(self) -> list[dict]: ...
 
@@ -299,7 +300,8 @@ class _Loop:
     def _objects(self, image: np.ndarray, frame: Frame) -> str:
         try:
             rect = self._roi_rect(frame)
-            events, caption, inference_ms = self.objects.process(image, frame, rect[:2] if rect else (0, 0))
+            events, caption, inference_ms = self.objects.process(image, frame, rect[:2] if rect else (0, 0),
+                                                                 caption=self.preview is not None)
         except Exception:  # as for the recogniser: one bad frame must not stop a device
             self._skip("error")
             if self.skipped["error"] == 1 or self.skipped["error"] % 100 == 0:

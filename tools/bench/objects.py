@@ -137,7 +137,7 @@ def run_stage(frames: Iterable[np.ndarray], recognizer, options, catalog=None) -
     try:
         for index, image in enumerate(frames):
             t0 = time.perf_counter()
-            events += stage.process(image, Frame(image, index, 1000.0 + index / 30, "generated"))[0]
+            events += stage.process(image, Frame(image, index, 1000.0 + index / 30, "generated"), caption=False)[0]
             seconds.append(time.perf_counter() - t0)
         events += stage.finish()
     finally:
