@@ -22,7 +22,7 @@ EMBEDDING_WEIGHT = 10.0
 
 def distill(student: keras.Model, teacher: keras.Model, images: np.ndarray, learning_rate: float, epochs: int,
             batch_size: int, student_input: Callable | None = None, masks: Sequence = (),
-            epoch_end: Callable[[], None] | None = None, progress: bool = True) -> list[float]:
+            epoch_end: Callable[[], None] | None = None, stage: str = "QAT", progress: bool = True) -> list[float]:
     """Fine-tune ``student`` towards ``teacher`` (both output {"scores", "embedding"}).
 
     Args:
@@ -30,6 +30,7 @@ def distill(student: keras.Model, teacher: keras.Model, images: np.ndarray, lear
         student_input: maps the teacher's input (pixels 0..255) to the student's.
         masks: (variable, 0/1 array) pairs applied after every step (pruned zeros stay zero).
         epoch_end: called after each epoch (pruning re-applies its masks there).
+        stage: what the progress bar calls the epochs ("QAT", "pruning").
     Returns:
         The mean embedding cosine between student and teacher in each epoch.
     """
@@ -58,7 +59,7 @@ def distill(student: keras.Model, teacher: keras.Model, images: np.ndarray, lear
     history = []
     steps = int(np.ceil(len(images) / batch_size))
     for epoch in range(epochs):
-        cosines = [float(step(x)) for x, _, _ in tqdm(batches, total=steps, desc=f"distil epoch {epoch + 1}/{epochs}",
+        cosines = [float(step(x)) for x, _, _ in tqdm(batches, total=steps, desc=f"{stage} epoch {epoch + 1}/{epochs}",
                                                        disable=not progress, leave=False)]
         history.append(round(float(np.mean(cosines)), 5))
         if epoch_end is not None:

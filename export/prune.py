@@ -76,7 +76,7 @@ def prune_model(model: keras.Model, data: LoadedImages, num_classes: int, option
         step.set_model(pruned)
         step.on_train_begin()
         distill(pruned, teacher, data.images, options.learning_rate, options.epochs, options.batch_size,
-                epoch_end=lambda: step.on_epoch_end(-1), progress=progress)
+                epoch_end=lambda: step.on_epoch_end(-1), stage="pruning", progress=progress)
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     layers = layer_sparsity(stripped)
     sizes = {layer.name: layer.get_weights()[0].size for layer in stripped.layers if layer.name in layers}
