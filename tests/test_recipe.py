@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -157,7 +158,7 @@ def test_mix_erasing_and_cosine_scale_flags_reach_the_run(sample_data, tmp_path,
 @pytest.mark.slow
 def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path, monkeypatch):
     """`ensemble_teachers=2` (the best preset): seeds S and S+1 train into OUT/teachers/, then the
-    student in OUT distils exactly those two runs, with seed S."""
+    student in OUT distils exactly those two runs, with seed S; a rerun reuses the finished teachers."""
     from shelfsight.training import trainer
     from shelfsight.training.options import ModelOptions, TrainOptions
 
@@ -165,9 +166,9 @@ def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path
     real = trainer.teacher_scores
     monkeypatch.setattr(trainer, "teacher_scores", lambda t, *a, **k: (seen.append(str(t)), real(t, *a, **k))[1])
     out = tmp_path / "best"
-    trainer.train(sample_data, out, ModelOptions(image_size=96, embedding_dim=16, weights="none"),
-                  TrainOptions(head_epochs=2, finetune_epochs=0, ensemble_teachers=2, seed=5, catalog_images=False),
-                  progress=False)
+    model = ModelOptions(image_size=96, embedding_dim=16, weights="none")
+    options = TrainOptions(head_epochs=2, finetune_epochs=0, ensemble_teachers=2, seed=5, catalog_images=False)
+    trainer.train(sample_data, out, model, options, progress=False)
     members = [str(out / "teachers" / "seed-5"), str(out / "teachers" / "seed-6")]
     assert seen == members
     for member, seed in zip(members, (5, 6)):
@@ -175,5 +176,17 @@ def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path
         assert (config["train"]["seed"], config["train"]["ensemble_teachers"], config["train"]["teacher"]) == (seed, 0, None)
     student = json.loads((out / "config.json").read_text())["train"]
     assert (student["seed"], student["teacher"]) == (5, members)
+
+    # Run again (an interrupted best preset): finished teachers of this recipe are reused, only the student trains.
+    trained = []
+    real_one = trainer._train_one
+    monkeypatch.setattr(trainer, "_train_one", lambda d, o, *a, **k: (trained.append(str(o)), real_one(d, o, *a, **k))[1])
+    trainer.train(sample_data, out, model, options, progress=False)
+    assert trained == [str(out)]
+    member = out / "teachers" / "seed-5"
+    assert trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0))
+    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0, head_epochs=3))
+    (member / "metrics.json").unlink()  # a teacher stopped before its end is trained again
+    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0))
     with pytest.raises(ConfigError, match="ensemble teachers: 0 or at least 2"):
         TrainOptions(ensemble_teachers=1)

@@ -8,6 +8,7 @@ holds everything export needs.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ import numpy as np
 from shelfsight.datasets import Dataset, LoadedImages, load_dataset, load_images
 from shelfsight.errors import DatasetError
 from shelfsight.metrics import classification_report, plot_confusion
-from shelfsight.run import CONFUSION_FILE, MODEL_FILE, Run
+from shelfsight.run import CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, MODEL_FILE, Run
 
 from . import augment
 from .model import ProductModel, build_model, load_model, predict, preprocess_spec, set_trainable_top
@@ -200,14 +201,33 @@ def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_
         for i in range(train_options.ensemble_teachers):
             seed = train_options.seed + i
             member = Path(out) / TEACHERS_DIR / f"seed-{seed}"
+            member_options = replace(train_options, seed=seed, ensemble_teachers=0)
+            done = _finished_with(member, data, model_options, member_options)
             if progress:
-                print(f"teacher {i + 1}/{train_options.ensemble_teachers}: seed {seed} -> {member}", flush=True)
-            _train_one(data, member, model_options, replace(train_options, seed=seed, ensemble_teachers=0), progress)
+                print(f"teacher {i + 1}/{train_options.ensemble_teachers}: seed {seed} -> {member}"
+                      + (" (finished earlier with this recipe: reused)" if done else ""), flush=True)
+            if not done:
+                _train_one(data, member, model_options, member_options, progress)
             members.append(str(member))
         if progress:
             print(f"student: distils the ensemble of {len(members)} teachers -> {out}", flush=True)
         train_options = replace(train_options, teacher=tuple(members))
     return _train_one(data, out, model_options, train_options, progress)
+
+
+def _finished_with(run: Path, data, model_options: ModelOptions, train_options: TrainOptions) -> bool:
+    """Whether ``run`` is a finished run (metrics written last) of exactly this data and recipe,
+    so an interrupted `--preset best` resumes after the teachers it already trained."""
+    if not (run / METRICS_FILE).is_file():
+        return False
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    as_json = lambda options: json.loads(json.dumps(asdict(options)))  # noqa: E731  (tuples -> lists)
+    return (config.get("data") == str(Path(data).resolve())
+            and config.get("dataset_fingerprint") == load_dataset(data, "train").fingerprint()
+            and config.get("model") == as_json(model_options) and config.get("train") == as_json(train_options))
 
 
 def _train_one(data: str | Path, out: str | Path, model_options: ModelOptions, train_options: TrainOptions,
