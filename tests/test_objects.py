@@ -176,3 +176,38 @@ def test_objects_sits_on_runtime_and_pipeline_and_nothing_below_imports_it():
     assert _violations(files, lambda m: any(_under(m, f"shelfsight.edge.{o}") for o in above)) == []
     below = [p for sub in ("runtime", "pipeline", "catalog", "sync") for p in _sources(f"edge/{sub}")]
     assert _violations(below, lambda m: _under(m, "shelfsight.edge.objects")) == []
+
+
+def test_the_model_sees_a_long_box_whole_in_its_square_window():
+    """The preprocessing centre-crops to a square: a 300x100 bottle lying on a belt would lose two
+    thirds of itself. The window is square around the box, moved inside the frame at its edges."""
+    from shelfsight.edge.objects.crops import square_window
+
+    frame = np.arange(480 * 640, dtype=np.int64).reshape(480, 640)  # each pixel names its position
+    window = square_window(frame, Box(170, 190, 300, 100), margin=0.0)
+    assert window.shape == (300, 300) and window[0, 0] == frame[90, 170]  # 100 px of scene above and below
+    window = square_window(frame, Box(0, 10, 300, 100), margin=0.0)  # near the top: moved down, not cut
+    assert window.shape == (300, 300) and window[0, 0] == frame[0, 0]
+    window = square_window(frame, Box(20, 200, 600, 80), margin=0.0)  # longer than the frame is high
+    assert window.shape == (480, 600) and window[0, 0] == frame[0, 20]
+    window = square_window(frame, Box(300, 200, 50, 50), margin=0.1)  # a square box: itself and its margin
+    assert window.shape == (60, 60) and window[0, 0] == frame[195, 295]
+
+
+def test_whole_boxes_go_to_the_model_as_square_windows_and_edge_boxes_as_they_are():
+    seen = []
+
+    class Recording(HistogramCrops):
+        def recognize_crops(self, crops):
+            seen.append([c.shape[:2] for c in crops])
+            return super().recognize_crops(crops)
+
+    scene = np.full((240, 320, 3), 90, np.uint8)
+    stage = ObjectStage(ObjectsOptions(background=BackgroundOptions(learn_frames=5)), Recording(PRODUCTS))
+    for i in range(8):
+        stage.process(scene, Frame(scene, i, float(i), "generated"))
+    image = scene.copy()
+    image[100:140, 60:180] = (20, 200, 240)   # a long product in the middle: 120 x 40
+    image[60:120, 0:30] = (240, 40, 200)      # a product entering on the left: cut by the edge
+    stage.process(image, Frame(image, 8, 8.0, "generated"))
+    assert sorted(seen[-1]) == [(60, 30), (120, 120)]

@@ -1,4 +1,4 @@
-"""Per-object recognition: each box cropped with a margin and run through the bundle's recogniser.
+"""Per-object recognition: each box's square window (`square_window`) run through the bundle's recogniser.
 
 Crops get exactly the bundle's preprocessing (`shelfsight.preprocess.prepare`), and the
 same post-processing as a whole frame (retrieval fusion, top-k, unknown threshold, similar
@@ -60,6 +60,25 @@ def crop_with_margin(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
     x0, y0 = max(0, box.x - dx), max(0, box.y - dy)
     x1, y1 = min(width, box.x + box.w + dx), min(height, box.y + box.h + dy)
     return image[y0:y1, x0:x1]
+
+
+def square_window(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """What the model sees of a box: the square around it (side: its longer side, grown by
+    ``margin``), centred on it and moved inside the image where it fits.
+
+    The bundle's preprocessing centre-crops to a square, which would cut a long product (a
+    bottle lying on a conveyor, a parcel) down to its middle; the square window keeps all of it,
+    with scene around its short sides, as a product photo does. Only a box longer than the
+    image's short side gets a window that is not square (the image's whole height or width),
+    whose ends the preprocessing then crops.
+    """
+    height, width = image.shape[:2]
+    side = max(box.w * (1 + 2 * margin), box.h * (1 + 2 * margin))
+    sw, sh = min(round(side), width), min(round(side), height)
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    x0 = int(round(min(max(cx - sw / 2, 0), width - sw)))
+    y0 = int(round(min(max(cy - sh / 2, 0), height - sh)))
+    return image[y0:y0 + sh, x0:x0 + sw]
 
 
 class BundleCrops:

@@ -24,7 +24,7 @@ from ..pipeline.sources import Frame
 from .barcodes import BarcodeReader
 from .boxes import overlapping
 from .counting import LineState
-from .crops import CropRecognizer, crop_with_margin
+from .crops import CropRecognizer, crop_with_margin, square_window
 from .events import CONFIRMED, LEFT, object_event
 from .metrics import ObjectMetrics
 from .options import ObjectsOptions
@@ -77,10 +77,14 @@ class ObjectStage:
         if origin != (0, 0):
             boxes = [dataclasses.replace(b, x=b.x + int(origin[0]), y=b.y + int(origin[1])) for b in boxes]
         self.proposals += len(boxes)
-        crops = [crop_with_margin(frame.image, b, self.options.margin) for b in boxes]
-        results = self.crops.recognize_crops(crops) if crops else []
         (left, top), (height, width) = origin, image.shape[:2]  # the ROI's edges: partly out of view beyond them
         at_edge = [b.x <= left or b.y <= top or b.x + b.w >= left + width or b.y + b.h >= top + height for b in boxes]
+        crops = [crop_with_margin(frame.image, b, self.options.margin) for b in boxes]  # barcodes, event photo
+        # The model sees a whole object's square window; a box cut by the edge is a part of one,
+        # which a window would only widen with scene on one side.
+        windows = [c if edge else square_window(frame.image, b, self.options.margin)
+                   for b, c, edge in zip(boxes, crops, at_edge)]
+        results = self.crops.recognize_crops(windows) if windows else []
         update = self.tracker.update(boxes, results, frame.index, frame.timestamp, at_edge, overlapping(boxes))
         crop_of = {id(b): c for b, c in zip(boxes, crops)}
         for track in update.seen:
