@@ -190,3 +190,18 @@ def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path
     assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0))
     with pytest.raises(ConfigError, match="ensemble teachers: 0 or at least 2"):
         TrainOptions(ensemble_teachers=1)
+
+
+def test_resolution_probe_reproduces_the_runs_val_at_its_own_size(tiny_run):
+    """The probe copies the run's weights into the model built at each size: at the trained size
+    it gives exactly the run's own val figures, at another it evaluates a real, different input."""
+    from click.testing import CliRunner
+
+    from shelfsight.tools.probe_resolution import main
+
+    result = CliRunner().invoke(main, [str(tiny_run), "--sizes", "96,128"])
+    assert result.exit_code == 0, result.output
+    at_96, at_128 = (json.loads(line) for line in result.output.strip().splitlines())
+    val = json.loads((tiny_run / "metrics.json").read_text())["val"]
+    assert (at_96["size"], at_128["size"]) == (96, 128)
+    assert at_96["top1"] == round(val["top1"], 4) and at_96["top3"] == round(val["top3"], 4)
