@@ -21,7 +21,8 @@ def test_presets_resolve_to_the_documented_options():
     assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0}
     model, train = resolve("best", {}, {})
     assert model == {"backbone": "efficientnet_lite0", "image_size": 224}
-    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble_teachers": 2}
+    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble_teachers": 2,
+                     "mix": "none", "jpeg": 0.0}
     _, train = resolve("fast", {}, {})
     assert train == {"finetune_epochs": 4, "finetune_fraction": 1.0, "warmup_epochs": 0.5}
 
