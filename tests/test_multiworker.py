@@ -12,12 +12,18 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+# One fine-tune epoch at the default rate, with mixup and JPEG round trips, leaves a run of this
+# size anywhere from 0.57 to 0.85 val top-1 (TensorFlow's CPU kernels are not bit-reproducible,
+# and a short run at a high rate amplifies that). A low rate and no mixing keep it at 0.80-0.82, so
+# the comparison below can tell a broken strategy from a chance draw; every stage still runs
+# under the strategy.
 TRAIN = """
 import json, sys
 from shelfsight.training.options import ModelOptions, TrainOptions
 from shelfsight.training.trainer import train
 m = train(sys.argv[1], sys.argv[2], ModelOptions(image_size=96, embedding_dim=32),
-          TrainOptions(head_epochs=12, finetune_epochs=1, catalog_images=False), progress=False)
+          TrainOptions(head_epochs=12, finetune_epochs=1, catalog_images=False, mix="none", jpeg=0.0, finetune_lr=1e-5),
+          progress=False)
 print("RESULT " + json.dumps({"top1": m["val"]["top1"]}))
 """
 
@@ -61,9 +67,8 @@ def test_two_workers_train_one_run_as_accurate_as_one_worker(sample_data, tmp_pa
     assert json.loads((tmp_path / "single" / "config.json").read_text())["strategy"] == "_DefaultDistributionStrategy"
     assert (out / "model.keras").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi", "single"]  # the second worker wrote nothing here
-    # Both workers hold the same synchronised model, so they report the same val accuracy;
-    # 60 val images, 12 classes: within 5 images of the single-process run.
+    # Both workers hold the same synchronised model, so they report the same val accuracy.
     assert results[0]["top1"] == results[1]["top1"]
-    # Same recipe, another reduction order: the two runs differ by chance alone, binomial on
-    # 60 val images (sd of the difference ~0.08); 10 images is beyond noise only when broken.
-    assert abs(results[0]["top1"] - single["top1"]) <= 10 / 60, (results, single)
+    # Same recipe, another reduction order: 60 val images, 12 classes; the two runs differed by
+    # at most 2 images in three tries (0.82 against 0.78-0.80), so 6 is beyond chance.
+    assert abs(results[0]["top1"] - single["top1"]) <= 6 / 60, (results, single)
