@@ -33,10 +33,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            model={"backbone": "efficientnet_lite0", "image_size": 224},
            train={"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0}),
     # Without mixup and JPEG round trips: with them the same distillation scored under one balanced
-    # run (81.1% against 82.4-83.8% fused, Grocery val), without them it scored 85.8% (README, Results).
+    # run (81.1% against 82.4-83.8% fused, Grocery val). Without them it scored 85.8% and 81.1% in two
+    # runs: on a par with balanced (mean 83.5% against 83.1%), not shown to be better (README, Results).
     Preset("best", "balanced without mixup or JPEG round trips, trained three times: two seeds as teachers, "
                    "then a student distilling their ensemble (one Lite0 on the device)",
-           "about 60 min per 2,640 images on 2 CPU cores",
+           "about 65 min per 2,640 images on 2 CPU cores",
            model={"backbone": "efficientnet_lite0", "image_size": 224},
            train={"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble_teachers": 2,
                   "mix": "none", "jpeg": 0.0}),
