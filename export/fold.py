@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from shelfsight.training.model import inbound_layers
 from shelfsight.training.tf_env import keras
 
 CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-
-
-def _inbound(layer) -> list:
-    node = layer._inbound_nodes[0]
-    return node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
 
 
 def fold_batchnorm(model: keras.Model, skip: tuple[str, ...] = ()) -> keras.Model:
@@ -31,7 +27,7 @@ def fold_batchnorm(model: keras.Model, skip: tuple[str, ...] = ()) -> keras.Mode
     consumers: dict[str, list] = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.InputLayer):
-            for src in _inbound(layer):
+            for src in inbound_layers(layer):
                 consumers.setdefault(src.name, []).append(layer)
     folds = {conv.name: nxt[0] for conv in model.layers if isinstance(conv, CONVS)
              for nxt in [consumers.get(conv.name, [])]
@@ -44,9 +40,9 @@ def fold_batchnorm(model: keras.Model, skip: tuple[str, ...] = ()) -> keras.Mode
             tensors[layer.name] = keras.Input(tuple(layer.output.shape[1:]), name=layer.name)
             continue
         if layer.name in folded_bn or layer.name in skip:
-            tensors[layer.name] = tensors[folded_bn.get(layer.name) or _inbound(layer)[0].name]
+            tensors[layer.name] = tensors[folded_bn.get(layer.name) or inbound_layers(layer)[0].name]
             continue
-        args = [tensors[src.name] for src in _inbound(layer)]
+        args = [tensors[src.name] for src in inbound_layers(layer)]
         config = layer.get_config()
         weights = layer.get_weights()
         if layer.name in folds:

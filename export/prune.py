@@ -21,12 +21,12 @@ from .options import PruneOptions
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after tf_env: Keras 2)
 
-SKIP = ("classifier",)
+SKIP = ("classifier",)  # the class vectors (an ensemble member's: m0_classifier, ...)
 
 
 def prunable(layer) -> bool:
     return (isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
-            and not isinstance(layer, keras.layers.DepthwiseConv2D) and layer.name not in SKIP)
+            and not isinstance(layer, keras.layers.DepthwiseConv2D) and not layer.name.endswith(SKIP))
 
 
 def layer_sparsity(model: keras.Model) -> dict[str, float]:

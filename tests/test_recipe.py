@@ -21,7 +21,7 @@ def test_presets_resolve_to_the_documented_options():
     assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0}
     model, train = resolve("best", {}, {})
     assert model == {"backbone": "efficientnet_lite0", "image_size": 224}
-    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble_teachers": 2,
+    assert train == {"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble": 2,
                      "mix": "none", "jpeg": 0.0}
     _, train = resolve("fast", {}, {})
     assert train == {"finetune_epochs": 4, "finetune_fraction": 1.0, "warmup_epochs": 0.5}
@@ -157,40 +157,48 @@ def test_mix_erasing_and_cosine_scale_flags_reach_the_run(sample_data, tmp_path,
 
 
 @pytest.mark.slow
-def test_ensemble_teachers_are_trained_first_and_distilled(sample_data, tmp_path, monkeypatch):
-    """`ensemble_teachers=2` (the best preset): seeds S and S+1 train into OUT/teachers/, then the
-    student in OUT distils exactly those two runs, with seed S; a rerun reuses the finished teachers."""
+def test_an_ensemble_trains_its_members_and_ships_their_mean(sample_data, tmp_path, monkeypatch):
+    """`ensemble=2` (the best preset): seeds S and S+1 train into OUT/members/, and OUT is one model
+    whose scores are the members' mean and whose embedding cosine is the mean of theirs; a rerun
+    reuses the finished members."""
+    from shelfsight.datasets import load_dataset, load_images
+    from shelfsight.run import Run
     from shelfsight.training import trainer
+    from shelfsight.training.model import load_model, predict
     from shelfsight.training.options import ModelOptions, TrainOptions
 
-    seen = []
-    real = trainer.teacher_scores
-    monkeypatch.setattr(trainer, "teacher_scores", lambda t, *a, **k: (seen.append(str(t)), real(t, *a, **k))[1])
     out = tmp_path / "best"
     model = ModelOptions(image_size=96, embedding_dim=16, weights="none")
-    options = TrainOptions(head_epochs=2, finetune_epochs=0, ensemble_teachers=2, seed=5, catalog_images=False)
-    trainer.train(sample_data, out, model, options, progress=False)
-    members = [str(out / "teachers" / "seed-5"), str(out / "teachers" / "seed-6")]
-    assert seen == members
+    options = TrainOptions(head_epochs=2, finetune_epochs=0, ensemble=2, seed=5, catalog_images=False)
+    metrics = trainer.train(sample_data, out, model, options, progress=False)
+    members = [out / "members" / "seed-5", out / "members" / "seed-6"]
     for member, seed in zip(members, (5, 6)):
-        config = json.loads((tmp_path / member / "config.json").read_text())
-        assert (config["train"]["seed"], config["train"]["ensemble_teachers"], config["train"]["teacher"]) == (seed, 0, None)
-    student = json.loads((out / "config.json").read_text())["train"]
-    assert (student["seed"], student["teacher"]) == (5, members)
+        assert json.loads((member / "config.json").read_text())["train"]["seed"] == seed
+    run = Run.load(out)
+    assert run.config["ensemble"]["members"] == [str(m.resolve()) for m in members]
+    assert run.labels == Run.load(members[0]).labels
 
-    # Run again (an interrupted best preset): finished teachers of this recipe are reused, only the student trains.
+    val = load_images(load_dataset(sample_data, "val").samples, run.preprocess, run.labels, False)
+    scores, emb = predict(load_model(out / "model.keras"), val.images)
+    parts = [predict(load_model(m / "model.keras"), val.images) for m in members]
+    np.testing.assert_allclose(scores, (parts[0][0] + parts[1][0]) / 2, atol=1e-5)
+    np.testing.assert_allclose(emb @ emb.T, (parts[0][1] @ parts[0][1].T + parts[1][1] @ parts[1][1].T) / 2, atol=1e-5)
+    assert metrics["val"]["top1"] == pytest.approx(float(np.mean(scores.argmax(1) == val.label_ids)))
+    assert metrics["members"] == 2 and metrics["wall_time_s"] > 0
+
+    # Run again (an interrupted best preset): the finished members are reused, nothing trains.
     trained = []
     real_one = trainer._train_one
     monkeypatch.setattr(trainer, "_train_one", lambda d, o, *a, **k: (trained.append(str(o)), real_one(d, o, *a, **k))[1])
     trainer.train(sample_data, out, model, options, progress=False)
-    assert trained == [str(out)]
-    member = out / "teachers" / "seed-5"
-    assert trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0))
-    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0, head_epochs=3))
-    (member / "metrics.json").unlink()  # a teacher stopped before its end is trained again
-    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble_teachers=0))
-    with pytest.raises(ConfigError, match="ensemble teachers: 0 or at least 2"):
-        TrainOptions(ensemble_teachers=1)
+    assert trained == []
+    member = members[0]
+    assert trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble=0))
+    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble=0, head_epochs=3))
+    (member / "metrics.json").unlink()  # a member stopped before its end is trained again
+    assert not trainer._finished_with(member, sample_data, model, replace(options, seed=5, ensemble=0))
+    with pytest.raises(ConfigError, match="ensemble: 0 .one run. or at least 2 members, got 1"):
+        TrainOptions(ensemble=1)
 
 
 def test_resolution_probe_reproduces_the_runs_val_at_its_own_size(tiny_run):

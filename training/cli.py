@@ -34,8 +34,8 @@ PRESET_NAMES = ("fast", "balanced", "best")
 @click.option("--teacher", type=click.Path(), multiple=True,
               help="A training run to distil (its scores are soft targets); repeat for an ensemble (scores averaged).")
 @click.option("--distill-weight", type=float, help="Share of the target from the teacher (default 0.5).")
-@click.option("--ensemble-teachers", type=int,
-              help="[preset] Train this many seeds of the recipe first and distil their ensemble (0: none).")
+@click.option("--ensemble", type=int,
+              help="[preset] Train this many seeds of the recipe and ship their ensemble as one model (0: one run).")
 @click.option("--batch-size", type=int, help="Batch size (default 32).")
 @click.option("--lr", "finetune_lr", type=float, help="Stage 2 peak learning rate (default 3e-4).")
 @click.option("--label-smoothing", type=float, help="Label smoothing (default 0.1).")
@@ -75,8 +75,7 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
                    + (f", random erasing {to.erasing}" if to.erasing else "")
                    + (f", JPEG round trips {to.jpeg}" if to.jpeg else "")
                    + (f", teacher {' + '.join(to.teachers)} x{to.distill_weight}" if to.teachers else "")
-                   + (f", distilling an ensemble of {to.ensemble_teachers} seeds trained first"
-                      if to.ensemble_teachers and not to.teachers else ""), err=True)
+                   + (f", an ensemble of {to.ensemble} seeds in one model" if to.ensemble else ""), err=True)
     metrics = run_training(data, out, mo, to, progress=progress)
     val = metrics.get("val")
     summary = {"run": out, "preset": preset, "wall_time_s": metrics["wall_time_s"]}
@@ -86,3 +85,16 @@ def train(data, out, preset, backbone, image_size, alpha, weights, embedding_dim
         if "coarse_top1" in val:
             summary["val_coarse_top1"] = round(val["coarse_top1"], 4)
     click.echo(json.dumps(summary))
+
+
+@click.command("ensemble")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
+def ensemble_command(runs, out):
+    """Combine training RUNS of one dataset and recipe into one run whose model averages them."""
+    from .ensemble import combine_runs
+
+    metrics = combine_runs(list(runs), out, progress=not progress_disabled())
+    val = metrics.get("val")
+    click.echo(json.dumps({"run": out, "members": len(runs)}
+                          | ({"val_top1": round(val["top1"], 4), "val_top3": round(val["top3"], 4)} if val else {})))

@@ -87,6 +87,13 @@ def set_trainable_top(pm: ProductModel, fraction: float, train_batchnorm: bool =
     return count
 
 
+def inbound_layers(layer) -> list:
+    """The layers feeding ``layer`` in the one model it belongs to (a loaded run's model, whose
+    layers are each called once)."""
+    node = layer._inbound_nodes[0]
+    return node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+
+
 def load_model(path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 

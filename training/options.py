@@ -77,10 +77,9 @@ class TrainOptions:
         teacher: a training run, or several (an ensemble: their scores are averaged), whose
             class scores (cached once) are soft targets.
         distill_weight: share of the target taken from the teacher (0..1).
-        ensemble_teachers: with no ``teacher``, first train this many runs of the same recipe
-            (seeds ``seed``, ``seed + 1``, ...) into ``OUT/teachers/`` and distil their ensemble
-            (0: none). A self-ensemble teaches what one seed missed, and the device keeps one
-            model of the student's size.
+        ensemble: train this many runs of the recipe (seeds ``seed``, ``seed + 1``, ...) into
+            ``OUT/members/`` and ship their ensemble as one model (0: one run). Each seed errs on
+            other look-alikes; the device pays N backbones per image.
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
         jpeg: probability of a JPEG round trip (quality 40-95) per image (default 0.5). Every frame a
             device sees went through a camera stream's compression (MJPEG, RTSP), which clean
@@ -107,7 +106,7 @@ class TrainOptions:
     catalog_images: bool = True
     teacher: str | tuple[str, ...] | None = None
     distill_weight: float = 0.5
-    ensemble_teachers: int = 0
+    ensemble: int = 0
     augment: bool = True
     jpeg: float = 0.5
     erasing: float = 0.0
@@ -155,8 +154,8 @@ class TrainOptions:
         for run in self.teachers:
             if not is_run(run):
                 raise ConfigError(f"teacher {run}: not a training run (no model.keras)")
-        if self.ensemble_teachers < 0 or self.ensemble_teachers == 1:
-            raise ConfigError(f"ensemble teachers: 0 or at least 2, got {self.ensemble_teachers}")
+        if self.ensemble < 0 or self.ensemble == 1:
+            raise ConfigError(f"ensemble: 0 (one run) or at least 2 members, got {self.ensemble}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.mixed_precision not in ("auto", "on", "off"):

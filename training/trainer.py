@@ -26,6 +26,7 @@ from shelfsight.metrics import classification_report, plot_confusion
 from shelfsight.run import CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, MODEL_FILE, Run
 
 from . import augment
+from .ensemble import MEMBERS_DIR, combine_runs
 from .model import ProductModel, build_model, load_model, predict, preprocess_spec, set_trainable_top
 from .options import ModelOptions, TrainOptions
 from .progress import EpochProgress
@@ -43,9 +44,17 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the one process that writes the run (always, unless multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
+def _cluster_resolver():
+    """The multi-worker cluster from TF_CONFIG, or None when training on one machine."""
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver() if os.environ.get("TF_CONFIG") else None
+
+
+def is_chief(resolver) -> bool:
+    """True on the one process that writes the run (always, unless multi-worker).
+
+    Args:
+        resolver: the strategy's cluster resolver, or None.
+    """
     if resolver is None or not resolver.task_type:
         return True
     if resolver.task_type == "chief":
@@ -183,36 +192,38 @@ def _fine_tune(pm: ProductModel, tr: LoadedImages, va: LoadedImages | None, y_tr
                                                      "ema_momentum": momentum}
 
 
-TEACHERS_DIR = "teachers"
-
-
 def train(data: str | Path, out: str | Path, model_options: ModelOptions, train_options: TrainOptions,
           progress: bool = True) -> dict[str, Any]:
-    """Train a product model on ``data`` and write the run directory ``out``; with
-    ``ensemble_teachers``, first the teacher runs (``out/teachers/seed-N``) it distils.
+    """Train a product model on ``data`` and write the run directory ``out``; with ``ensemble``
+    N, train N seeds of the recipe into ``out/members/seed-S`` and write their ensemble
+    (`ensemble.combine_runs`) as the run.
 
     Returns:
         The metrics dict also written to metrics.json.
     Raises:
         DatasetError: unreadable dataset; ModelError: backbone or weights problems.
     """
-    if train_options.ensemble_teachers and not train_options.teachers:
-        members = []
-        for i in range(train_options.ensemble_teachers):
-            seed = train_options.seed + i
-            member = Path(out) / TEACHERS_DIR / f"seed-{seed}"
-            member_options = replace(train_options, seed=seed, ensemble_teachers=0)
-            done = _finished_with(member, data, model_options, member_options)
-            if progress:
-                print(f"teacher {i + 1}/{train_options.ensemble_teachers}: seed {seed} -> {member}"
-                      + (" (finished earlier with this recipe: reused)" if done else ""), flush=True)
-            if not done:
-                _train_one(data, member, model_options, member_options, progress)
-            members.append(str(member))
+    if not train_options.ensemble:
+        return _train_one(data, out, model_options, train_options, progress)
+    t0 = time.perf_counter()
+    members = []
+    for i in range(train_options.ensemble):
+        seed = train_options.seed + i
+        member = Path(out) / MEMBERS_DIR / f"seed-{seed}"
+        member_options = replace(train_options, seed=seed, ensemble=0)
+        done = _finished_with(member, data, model_options, member_options)
         if progress:
-            print(f"student: distils the ensemble of {len(members)} teachers -> {out}", flush=True)
-        train_options = replace(train_options, teacher=tuple(members))
-    return _train_one(data, out, model_options, train_options, progress)
+            print(f"member {i + 1}/{train_options.ensemble}: seed {seed} -> {member}"
+                  + (" (finished earlier with this recipe: reused)" if done else ""), flush=True)
+        if not done:
+            _train_one(data, member, model_options, member_options, progress)
+        members.append(member)
+    if not is_chief(_cluster_resolver()):
+        return {}  # only the chief kept its member runs
+    metrics = combine_runs(members, out, progress)
+    metrics["wall_time_s"] = round(time.perf_counter() - t0, 1)  # the members' training included
+    Run.save_metrics(out, metrics)
+    return metrics
 
 
 def _finished_with(run: Path, data, model_options: ModelOptions, train_options: TrainOptions) -> bool:
@@ -234,7 +245,7 @@ def _train_one(data: str | Path, out: str | Path, model_options: ModelOptions, t
                progress: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
     strategy = distribution_strategy()  # first: multi-worker collectives must be set up before other TF work
-    chief = is_chief(strategy)
+    chief = is_chief(getattr(strategy, "cluster_resolver", None))
     # Every worker saves (saving may run collectives); only the chief's copy is the run.
     out = Path(out) if chief else Path(tempfile.mkdtemp(prefix="shelfsight-worker-"))
     out.mkdir(parents=True, exist_ok=True)

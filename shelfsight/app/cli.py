@@ -36,6 +36,8 @@ COMMANDS: dict[str, Entry] = {
     "fleet": Entry("shelfsight.tools.server.fleet_cli:fleet",
                    "Devices, their tokens, staged rollouts and the fleet status of a sync server.", "server"),
     "train": Entry("shelfsight.training.cli:train", "Fine-tune an ImageNet backbone on product photos.", "train"),
+    "ensemble": Entry("shelfsight.training.cli:ensemble_command",
+                      "Combine training runs of one recipe into one model that averages them.", "train"),
     "eval": Entry("shelfsight.app.eval_cli:eval_command", "Evaluate a training run or a bundle.", "train"),
     "export": Entry("shelfsight.export.cli:export", "Compress and convert a training run into a bundle.", "train"),
     "import-onnx": Entry("shelfsight.export.onnx.cli:import_onnx_command",
