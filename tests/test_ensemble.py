@@ -66,3 +66,13 @@ def test_an_ensemble_exports_to_one_int8_model_answering_as_its_member(twin_ense
     single_scores, single_emb = predict_tflite(int8_bundle / "model.tflite", val.images, progress=False)
     assert emb.shape[1] == 2 * single_emb.shape[1]
     assert np.array_equal(scores.argmax(1), single_scores.argmax(1))
+
+
+def test_the_resolution_probe_names_an_ensembles_members(twin_ensemble, tiny_run):
+    from click.testing import CliRunner
+
+    from shelfsight.tools.probe_resolution import main
+
+    result = CliRunner().invoke(main, [str(twin_ensemble), "--sizes", "96"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {twin_ensemble} is an ensemble: probe its members ({tiny_run.resolve()}, {tiny_run.resolve()})"
