@@ -36,7 +36,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # val twice, two mixup + JPEG seeds 82.4% (README, Results).
     Preset("best", "two seeds of balanced without mixup or JPEG round trips, shipped as one model that averages "
                    "them (two Lite0 backbones per image on the device)",
-           "about 42 min per 2,640 images on 2 CPU cores",
+           "about 40 min per 2,640 images on 2 CPU cores",
            model={"backbone": "efficientnet_lite0", "image_size": 224},
            train={"finetune_epochs": 10, "finetune_fraction": 1.0, "warmup_epochs": 1.0, "ensemble": 2,
                   "mix": "none", "jpeg": 0.0}),
