@@ -78,8 +78,9 @@ class TrainOptions:
             class scores (cached once) are soft targets.
         distill_weight: share of the target taken from the teacher (0..1).
         ensemble: train this many runs of the recipe (seeds ``seed``, ``seed + 1``, ...) into
-            ``OUT/members/`` and ship their ensemble as one model (0: one run). Each seed errs on
-            other look-alikes; the device pays N backbones per image.
+            ``OUT/members/`` and ship their ensemble as one model (0: one run): the scores are
+            averaged and the joint embedding retrieves better for fusion; the device pays N
+            backbones per image.
         augment: random resized crop, flip, colour jitter, small rotation in stage 2.
         jpeg: probability of a JPEG round trip (quality 40-95) per image (default 0.5). Every frame a
             device sees went through a camera stream's compression (MJPEG, RTSP), which clean
