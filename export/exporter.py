@@ -65,7 +65,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         index=None,
         metrics=metrics,
         provenance={"run": str(run.root.resolve()), "backbone": config["model"]["backbone"],
-                    "ensemble_members": len(config.get("ensemble", {}).get("members", [])) or None,
+                    "ensemble_members": len(run.ensemble_members) or None,
                     "image_size": config["model"]["image_size"], "dataset": config["data"],
                     "dataset_fingerprint": config.get("dataset_fingerprint"),
                     "pruning": ({**asdict(prune), "achieved": sparsity} if prune else None),
@@ -124,7 +124,7 @@ def _write_model(out: Path, tflite: bytes, run: Run) -> Path:
     model_path = out / bundle_format.MODEL_FILE
     model_path.write_bytes(tflite)
     (out / bundle_format.LABELS_FILE).write_text("\n".join(run.labels) + "\n", encoding="utf-8")
-    members = len(run.config.get("ensemble", {}).get("members", []))
+    members = len(run.ensemble_members)
     embed_metadata(model_path, run.labels, name=f"shelfsight {run.backbone}" + (f" x{members}" if members else ""),
                    description="Retail product classifier with an embedding output for similarity search")
     return model_path

@@ -45,6 +45,11 @@ class Run:
         return self.config["model"]["backbone"]
 
     @property
+    def ensemble_members(self) -> tuple[str, ...]:
+        """The runs this run's model averages (`training.ensemble`); empty for one model."""
+        return tuple(self.config.get("ensemble", {}).get("members", ()))
+
+    @property
     def coarse_of(self) -> dict[str, str] | None:
         return self.config.get("coarse_of") or None
 

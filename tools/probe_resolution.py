@@ -28,8 +28,8 @@ def main(run: Path, sizes: str) -> None:
 
     trained = Run.load(run)
     config = trained.config
-    if "ensemble" in config:
-        raise click.ClickException(f"{run} is an ensemble: probe its members ({', '.join(config['ensemble']['members'])})")
+    if trained.ensemble_members:
+        raise click.ClickException(f"{run} is an ensemble: probe its members ({', '.join(trained.ensemble_members)})")
     weights = load_model(trained.model_path).get_weights()
     val = load_dataset(config["data"], "val")
     for size in (int(s) for s in sizes.split(",")):

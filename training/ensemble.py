@@ -33,10 +33,6 @@ from .tf_env import keras
 MEMBERS_DIR = "members"
 
 
-def member_prefix(i: int) -> str:
-    return f"m{i}_"
-
-
 def ensemble_model(members: list[keras.Model]) -> keras.Model:
     """One flat Keras model averaging ``members`` (models of `model.build_model`'s shape with the
     same input size and normalisation). The members are left untouched."""
@@ -63,7 +59,7 @@ def ensemble_model(members: list[keras.Model]) -> keras.Model:
                 tensors[layer.name] = normalised
                 continue
             args = [tensors[src.name] for src in inbound_layers(layer)]
-            config = {**layer.get_config(), "name": member_prefix(i) + layer.name}
+            config = {**layer.get_config(), "name": f"m{i}_{layer.name}"}
             fresh = type(layer).from_config(config)
             tensors[layer.name] = fresh(args[0] if len(args) == 1 else args)
             fresh.set_weights(layer.get_weights())
